@@ -1,0 +1,28 @@
+"""mio-agent: a modular agent framework and streaming voice assistant around the MIO model."""
+
+from __future__ import annotations
+
+from mio_agent.exceptions import (
+    CodecError,
+    ConfigError,
+    ContextOverflowError,
+    ConversationError,
+    EngineBusyError,
+    MioAgentError,
+    ModelFilesError,
+    VocabularyError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "ContextOverflowError",
+    "ConversationError",
+    "EngineBusyError",
+    "MioAgentError",
+    "ModelFilesError",
+    "VocabularyError",
+    "__version__",
+]

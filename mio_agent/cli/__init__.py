@@ -1,0 +1,1 @@
+"""The `mio-agent` command line."""

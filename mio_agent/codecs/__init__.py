@@ -1,0 +1,1 @@
+"""Speech and image codecs: MIO's modalities to codes and back."""

@@ -1,0 +1,1 @@
+"""The SEED-2 image codec that loads MIO's official image tokenizer files."""

@@ -1,0 +1,1 @@
+"""The SpeechTokenizer codec that loads MIO's official speech tokenizer files."""

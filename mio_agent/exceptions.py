@@ -1,0 +1,58 @@
+"""The project's exception hierarchy; every error a user can cause is one of these.
+
+    MioAgentError
+     ├── ConfigError            bad or missing configuration key
+     ├── ConversationError      a conversation file or turn breaks a rule
+     ├── ModelFilesError        model, tokenizer or codec files missing or malformed
+     ├── VocabularyError        a tokenizer lacks MIO's special tokens or code tokens
+     ├── ContextOverflowError   a single turn cannot fit in the model's context
+     ├── CodecError             audio, image or code input a codec cannot take
+     └── EngineBusyError        a second reply was asked of one conversation at once
+
+Messages name what failed and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "ContextOverflowError",
+    "ConversationError",
+    "EngineBusyError",
+    "MioAgentError",
+    "ModelFilesError",
+    "VocabularyError",
+]
+
+
+class MioAgentError(Exception):
+    """Base of every error mio-agent raises on purpose."""
+
+
+class ConfigError(MioAgentError):
+    """A configuration key is missing, of the wrong type or out of range."""
+
+
+class ConversationError(MioAgentError):
+    """A conversation (file or turn) breaks one of MIO's layout rules."""
+
+
+class ModelFilesError(MioAgentError):
+    """Model, tokenizer or codec files are missing or do not match the official layout."""
+
+
+class VocabularyError(MioAgentError):
+    """A tokenizer lacks MIO's special tokens or code tokens."""
+
+
+class ContextOverflowError(MioAgentError):
+    """A turn (or the generation prompt) alone does not fit in the model's context."""
+
+
+class CodecError(MioAgentError):
+    """Audio, image or codes that a codec cannot take."""
+
+
+class EngineBusyError(MioAgentError):
+    """A conversation was asked for a second reply while one is still running."""

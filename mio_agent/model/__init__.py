@@ -1,0 +1,1 @@
+"""Loading MIO-format models (official release folders and the embedded tiny model)."""
