@@ -10,7 +10,7 @@ run: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy
+	bash scripts/typecheck.sh
 	.venv/bin/python -m pytest -q
 
 bench: setup

@@ -1,0 +1,102 @@
+"""`mio-agent chat`: a text conversation with MIO on the terminal, streamed as it is generated."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any, TextIO
+
+from mio_agent.cli.common import add_config_argument, config_from_args, open_model
+from mio_agent.conversation import TextPart, Turn
+from mio_agent.engine import ConversationEngine, ReplyResult
+from mio_agent.parser import ImageBlock, Malformed, SpeechBlock, TextDelta, Truncated
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "chat",
+        help="chat with MIO in text (a REPL, or one shot with --text)",
+        description="Chat with MIO. Without --text, reads one message per line from stdin (/quit ends).",
+    )
+    p.add_argument("--text", help="one message; print the reply and exit")
+    p.add_argument("--mode", choices=["std", "voice"], help="std: text/images/speech; voice: speech replies")
+    p.add_argument("--max-new-tokens", type=int, metavar="N", help="reply length limit in tokens")
+    p.add_argument("--seed", type=int, help="sampling seed, for reproducible replies")
+    add_config_argument(p)
+    p.set_defaults(func=run)
+
+
+def _describe(ev: object) -> str | None:
+    if isinstance(ev, SpeechBlock):
+        n = len(ev.content)
+        layers = "content only" if ev.timbre is None else f"+ 3×{n} timbre codes"
+        return f"[speech block: {n} content codes {layers}, {n / 50:.2f} s of audio]"
+    if isinstance(ev, ImageBlock):
+        return f"[image block: {len(ev.codes)} codes]"
+    if isinstance(ev, Truncated):
+        return f"[reply cut ({ev.reason}) inside an open {ev.open_block} block of {len(ev.token_ids)} tokens]"
+    if isinstance(ev, Malformed):
+        return f"[malformed output: {ev.reason}]"
+    return None
+
+
+async def _one_turn(engine: ConversationEngine, text: str, out: TextIO, max_new: int | None) -> ReplyResult:
+    from mio_agent.engine import ReplyOptions
+
+    stream = engine.reply(Turn("user", (TextPart(text),)), ReplyOptions(max_new_tokens=max_new))
+    async with stream:
+        async for ev in stream:
+            if isinstance(ev, TextDelta):
+                out.write(ev.text)
+                out.flush()
+            else:
+                note = _describe(ev)
+                if note:
+                    out.write("\n" + note)
+                    out.flush()
+    result = stream.result
+    assert result is not None
+    out.write("\n")
+    if result.error:
+        print(f"error: the reply failed: {result.error}", file=sys.stderr)
+    return result
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    lm = open_model(cfg)
+    mode = args.mode or cfg.engine.mode
+    engine = ConversationEngine(
+        lm,
+        mode=mode,
+        max_context=cfg.engine.max_context,
+        max_new_tokens=args.max_new_tokens or cfg.engine.max_new_tokens,
+        preset=cfg.engine.preset,
+        seed=args.seed if args.seed is not None else cfg.engine.seed,
+    )
+    try:
+        if args.text is not None:
+            result = await _one_turn(engine, args.text, sys.stdout, args.max_new_tokens)
+            return 1 if result.reason == "error" else 0
+        interactive = sys.stdin.isatty()
+        while True:
+            if interactive:
+                sys.stdout.write("you> ")
+                sys.stdout.flush()
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line or line.strip() in ("/quit", "/exit"):
+                return 0
+            if not line.strip():
+                continue
+            if interactive:
+                sys.stdout.write("mio> ")
+            await _one_turn(engine, line.rstrip("\n"), sys.stdout, args.max_new_tokens)
+    finally:
+        engine.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_chat(args))

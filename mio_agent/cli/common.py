@@ -1,0 +1,47 @@
+"""What several commands share: config loading and opening the configured model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mio_agent.config import Config, load_config
+
+__all__ = ["add_config_argument", "config_from_args", "model_dir", "open_model"]
+
+EMBEDDED_NOTE = (
+    "note: running the embedded tiny model (random weights, built from a seed): its replies are noise. "
+    "Set model.path in a config to a MIO-7B-Instruct folder for real replies."
+)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config (default: built-in defaults = configs/default.yaml, the embedded model)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def model_dir(cfg: Config) -> tuple[Path, bool]:
+    """The model folder the config names, building the embedded model on first use; (path, embedded)."""
+    if cfg.model.path is not None:
+        return Path(cfg.model.path).expanduser(), False
+    from mio_agent.model.embedded import embedded_model_path
+
+    return embedded_model_path(seed=cfg.model.embedded_seed), True
+
+
+def open_model(cfg: Config, *, quiet: bool = False):  # type: ignore[no-untyped-def]
+    """Load the configured model (embedded by default), saying once when replies will be noise."""
+    from mio_agent.model.loading import load_model
+
+    path, embedded = model_dir(cfg)
+    if embedded and not quiet:
+        print(EMBEDDED_NOTE, file=sys.stderr)
+    return load_model(path, device=cfg.model.device, dtype=cfg.model.dtype, progress=not quiet and not embedded)

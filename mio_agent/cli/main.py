@@ -1,0 +1,46 @@
+"""The `mio-agent` command: argument parsing and dispatch to one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mio_agent import __version__
+from mio_agent.exceptions import MioAgentError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (one subparser per command)."""
+    from mio_agent.cli import bench_cmd, chat_cmd, doctor_cmd, prompt_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="mio-agent",
+        description="A streaming voice assistant and agent framework around the MIO any-to-any model.",
+    )
+    parser.add_argument("--version", action="version", version=f"mio-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (chat_cmd, prompt_cmd, doctor_cmd, bench_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except MioAgentError as exc:
+        # user-caused errors are one line naming what was wrong, never a traceback
+        print(f"mio-agent {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""ConversationEngine: one MIO conversation, its token history by turn and the model's KV cache."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from mio_agent.constraints import MioConstraint
+from mio_agent.conversation import Mode, Part, Turn
+from mio_agent.exceptions import ContextOverflowError, EngineBusyError
+from mio_agent.history import Segment, close_reply, common_prefix, parts_from_ids
+from mio_agent.parser import ParserEvent, StreamParser
+from mio_agent.presets import GenerationPreset, get_preset
+from mio_agent.sampling import Sampler, SamplingParams
+from mio_agent.template import GENERATION_PROMPT, TURN_SEPARATOR, encode_text, system_segment, turn_segment
+
+if TYPE_CHECKING:
+    from mio_agent.model.loading import LoadedModel
+
+__all__ = ["ConversationEngine", "ReplyOptions", "ReplyResult", "ReplyStream", "default_preset"]
+
+StopReason = Literal["stop", "length", "cancelled", "error"]
+# the fewest new tokens worth starting a reply for when the context is nearly full
+MIN_NEW_TOKENS = 16
+
+
+def default_preset(mode: Mode) -> str:
+    """Voice replies sample (TTS preset) so they can stream; text replies use the text preset."""
+    return "tts" if mode == "voice" else "text"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOptions:
+    """How one reply is generated; None fields fall back to the engine's defaults."""
+
+    preset: str | None = None
+    max_new_tokens: int | None = None
+    sampling: SamplingParams | None = None
+    allow_text: bool = True
+    allow_speech: bool = True
+    allow_image: bool = True
+
+
+@dataclass(slots=True)
+class ReplyResult:
+    """What one reply produced and what it cost."""
+
+    reason: StopReason
+    token_ids: tuple[int, ...]
+    kept_ids: tuple[int, ...]
+    parts: tuple[Part, ...]
+    prompt_tokens: int
+    prefill_tokens: int
+    prefill_s: float
+    first_token_s: float | None
+    decode_tokens: int
+    decode_s: float
+    dropped_turns: int
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Job:
+    """State shared between the worker thread and the async consumer of one reply."""
+
+    pending: list[int]
+    constraint: MioConstraint
+    sampler: Sampler
+    parser: StreamParser
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    generated: list[int] = field(default_factory=list)
+    fed: int = 0
+    prefill_s: float = 0.0
+    first_token_s: float | None = None
+    decode_s: float = 0.0
+    reason: StopReason = "length"
+    error: str | None = None
+
+
+class ConversationEngine:
+    """One conversation with MIO: turns, cache reuse across turns, streaming replies, cancellation.
+
+    The cache always holds exactly `ids[:cached_tokens]`; a new turn prefills only the ids after
+    that. All model work runs on one worker thread per engine, so the event loop never blocks.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        mode: Mode = "voice",
+        system: str | None = None,
+        max_context: int | None = None,
+        max_new_tokens: int = 2048,
+        preset: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._lm = lm
+        self.mode: Mode = mode
+        self.max_context = int(max_context or lm.max_positions)
+        self.max_new_tokens = max_new_tokens
+        self.preset: GenerationPreset = get_preset(preset or default_preset(mode))
+        self.seed = seed
+        self._gen_prompt = encode_text(lm.tokenizer, GENERATION_PROMPT)
+        self._sep = encode_text(lm.tokenizer, TURN_SEPARATOR)
+        sys_ids = encode_text(lm.tokenizer, system_segment(mode, system))
+        self._ids: list[int] = list(sys_ids)
+        self._segments: list[Segment] = [Segment("system", 0, len(sys_ids), None)]
+        self._cache: Any = None
+        self._cached = 0
+        self._busy = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mio-engine")
+        self._replies = 0
+
+    # -- inspection -------------------------------------------------------------------------
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """Every id of the conversation so far (without a generation prompt)."""
+        return tuple(self._ids)
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many leading ids of `ids` the KV cache holds."""
+        return self._cached
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        """The user and assistant turns still in the context."""
+        return tuple(s.turn for s in self._segments if s.turn is not None)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def close(self) -> None:
+        """Release the worker thread and the cache."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._cache = None
+        self._cached = 0
+
+    # -- history edits ----------------------------------------------------------------------
+    def add_turn(self, turn: Turn) -> None:
+        """Append a whole user (or injected assistant) turn; it is prefilled lazily."""
+        self._check_idle()
+        ids = encode_text(self._lm.tokenizer, turn_segment(turn))
+        self._segments.append(Segment(turn.role, len(self._ids), len(self._ids) + len(ids), turn))
+        self._ids.extend(ids)
+
+    def replace_last_reply(self, parts: Sequence[Part]) -> None:
+        """Rewrite the last assistant turn, e.g. to what playback actually reached after a barge-in."""
+        self._check_idle()
+        last = self._segments[-1]
+        if last.role != "assistant":
+            raise ValueError("the last turn is not an assistant reply")
+        turn = Turn("assistant", tuple(parts))
+        ids = encode_text(self._lm.tokenizer, turn_segment(turn))
+        new_ids = self._ids[: last.start] + ids
+        self._segments[-1] = Segment("assistant", last.start, len(new_ids), turn)
+        self._set_ids(new_ids)
+
+    def _set_ids(self, new_ids: list[int]) -> None:
+        """Replace the id list; the cache keeps only the prefix that did not change."""
+        keep = common_prefix(self._ids[: self._cached], new_ids)
+        self._ids = new_ids
+        self._crop(keep)
+
+    def _crop(self, keep: int) -> None:
+        if self._cache is None or keep >= self._cached:
+            return
+        if keep == 0:
+            self._cache = None
+        else:
+            self._cache.crop(keep - self._cache.get_seq_length())
+        self._cached = keep
+
+    def _check_idle(self) -> None:
+        if self._busy:
+            raise EngineBusyError("a reply is still running in this conversation; cancel it or wait for its end")
+
+    def _fit(self, max_new: int) -> tuple[int, int]:
+        """Drop whole oldest turns until prompt and reply fit; returns (max_new_tokens, turns dropped)."""
+        closing = 1 + len(self._sep)
+        dropped = 0
+
+        def need() -> int:
+            return len(self._ids) + len(self._gen_prompt) + max_new + closing
+
+        # the newest turn (the one being answered) and the system prompt are never dropped
+        while need() > self.max_context and len(self._segments) > 2:
+            victim = self._segments.pop(1)
+            dropped += 1
+            # a conversation must not restart with an orphan assistant reply
+            if len(self._segments) > 2 and self._segments[1].role == "assistant":
+                self._segments.pop(1)
+                dropped += 1
+            del victim
+        if dropped:
+            new_ids: list[int] = []
+            for seg in self._segments:
+                n = seg.length
+                seg_ids = self._ids[seg.start : seg.end]
+                seg.start, seg.end = len(new_ids), len(new_ids) + n
+                new_ids.extend(seg_ids)
+            self._set_ids(new_ids)
+        room = self.max_context - (len(self._ids) + len(self._gen_prompt) + closing)
+        if room < min(max_new, MIN_NEW_TOKENS):
+            raise ContextOverflowError(
+                f"the prompt needs {len(self._ids) + len(self._gen_prompt)} of {self.max_context} positions, "
+                f"leaving {max(room, 0)} for the reply; shorten the turn (e.g. less speech or fewer images)"
+            )
+        return min(max_new, room), dropped
+
+    # -- model work (worker thread) -----------------------------------------------------------
+    def _forward(self, ids: Sequence[int]) -> torch.Tensor:
+        """Feed ids after the cache; returns the last position's logits as float32 [vocab]."""
+        if self._cache is None:
+            from transformers import DynamicCache
+
+            self._cache = DynamicCache(config=self._lm.model.config)
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self._lm.device)
+        out = self._lm.model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].float()
+
+    def _prefill_sync(self) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        pending = self._ids[self._cached :]
+        if pending:
+            with torch.inference_mode():
+                self._forward(pending)
+            self._cached = len(self._ids)
+        return len(pending), time.perf_counter() - t0
+
+    def _generate_sync(self, job: _Job, post: Any) -> None:
+        try:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                logits = self._forward(job.pending)
+                self._cached = len(self._ids) + len(self._gen_prompt)
+                job.prefill_s = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                for _ in range(job.max_new_tokens):
+                    if job.cancel.is_set():
+                        job.reason = "cancelled"
+                        break
+                    tok = job.sampler.select(job.constraint.apply(logits))
+                    job.constraint.advance(tok)
+                    job.sampler.observe(tok)
+                    job.generated.append(tok)
+                    if job.first_token_s is None:
+                        job.first_token_s = time.perf_counter() - t0
+                    post(len(job.generated), job.parser.feed(tok))
+                    if tok in job.stop_ids:
+                        job.reason = "stop"
+                        break
+                    if job.constraint.done:
+                        break
+                    logits = self._forward([tok])
+                    job.fed += 1
+                    self._cached += 1
+                job.decode_s = time.perf_counter() - t1
+        except Exception as exc:  # the loop must end in a typed result, never an exception in the caller's loop
+            job.reason = "error"
+            job.error = f"{type(exc).__name__}: {exc}"
+            # a forward that failed half-way may have written part of its keys into the cache
+            self._cache = None
+            self._cached = 0
+            job.fed = 0
+
+    # -- public async API ---------------------------------------------------------------------
+    async def prefill(self) -> tuple[int, float]:
+        """Prefill turns added so far (e.g. while the user is still speaking); (tokens, seconds)."""
+        self._check_idle()
+        self._busy = True
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._prefill_sync)
+        finally:
+            self._busy = False
+
+    def _peek_sync(self) -> torch.Tensor:
+        with torch.inference_mode():
+            pending = self._ids[self._cached :]
+            if pending:
+                self._forward(pending)
+                self._cached = len(self._ids)
+            logits = self._forward(self._gen_prompt).clone()
+            self._crop(len(self._ids))
+        return logits
+
+    async def peek_logits(self) -> torch.Tensor:
+        """Next-token logits after the generation prompt, through the kept cache; the cache ends as
+        it began plus any pending turns (used to check cache reuse against a fresh forward)."""
+        self._check_idle()
+        self._busy = True
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._peek_sync)
+        finally:
+            self._busy = False
+
+    def reply(self, turn: Turn | None = None, options: ReplyOptions | None = None) -> ReplyStream:
+        """Add `turn` (if any) and start generating the assistant's reply; iterate the stream for events."""
+        self._check_idle()
+        opts = options or ReplyOptions()
+        if turn is not None:
+            self.add_turn(turn)
+        preset = get_preset(opts.preset) if opts.preset else self.preset
+        max_new, dropped = self._fit(opts.max_new_tokens or self.max_new_tokens)
+        seed = self.seed if self.seed is None else self.seed + self._replies
+        self._replies += 1
+        params = opts.sampling or preset.streaming_params(seed)
+        lm = self._lm
+        job = _Job(
+            pending=self._ids[self._cached :] + self._gen_prompt,
+            constraint=MioConstraint(
+                lm.vocab,
+                mode="voice" if self.mode == "voice" else "std",
+                max_new_tokens=max_new,
+                stop_ids=lm.stop_ids,
+                allow_text=opts.allow_text,
+                allow_speech=opts.allow_speech,
+                allow_image=opts.allow_image,
+            ),
+            sampler=Sampler(params, lm.vocab.vocab_size, self._ids + self._gen_prompt),
+            parser=StreamParser(lm.vocab, self._decode_text),
+            max_new_tokens=max_new,
+            stop_ids=frozenset(lm.stop_ids),
+        )
+        self._busy = True
+        return ReplyStream(self, job, len(self._ids) + len(self._gen_prompt), dropped)
+
+    def _decode_text(self, ids: Sequence[int]) -> str:
+        return str(self._lm.tokenizer.decode(list(ids), skip_special_tokens=False))
+
+    def _commit(self, job: _Job, delivered: int, prompt_tokens: int, dropped: int) -> ReplyResult:
+        """Write the reply into the history as exactly the delivered tokens, and cut the cache to match."""
+        body = job.generated[:delivered]
+        kept = close_reply(self._lm.vocab, body, tuple(job.stop_ids))
+        reply_ids = self._gen_prompt + kept + [self._lm.vocab.im_end] + self._sep
+        # what the cache holds: the prompt, the generation prompt and every generated token fed back
+        cache_ids = self._ids + self._gen_prompt + job.generated[: job.fed]
+        parts = parts_from_ids(self._lm.vocab, kept, self._decode_text)
+        start = len(self._ids)
+        new_ids = self._ids + reply_ids
+        self._segments.append(Segment("assistant", start, len(new_ids), Turn("assistant", parts)))
+        keep = common_prefix(cache_ids[: self._cached], new_ids)
+        self._ids = new_ids
+        self._crop(keep)
+        self._busy = False
+        reason: StopReason = job.reason
+        if reason != "error" and delivered < len(job.generated):
+            reason = "cancelled"
+        return ReplyResult(
+            reason=reason,
+            token_ids=tuple(body),
+            kept_ids=tuple(kept),
+            parts=parts,
+            prompt_tokens=prompt_tokens,
+            prefill_tokens=len(job.pending),
+            prefill_s=job.prefill_s,
+            first_token_s=job.first_token_s,
+            decode_tokens=len(job.generated),
+            decode_s=job.decode_s,
+            dropped_turns=dropped,
+            error=job.error,
+        )
+
+
+_END = object()
+
+
+class ReplyStream:
+    """Async iterator over one reply's parser events; `cancel()` stops it between two decode steps.
+
+    Use it as `async with engine.reply(turn) as stream: async for ev in stream: ...`; leaving the
+    block early cancels the reply. `result` is set once the reply has ended and been committed.
+    """
+
+    def __init__(self, engine: ConversationEngine, job: _Job, prompt_tokens: int, dropped: int) -> None:
+        self._engine = engine
+        self._job = job
+        self._prompt_tokens = prompt_tokens
+        self._dropped = dropped
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._buffer: list[ParserEvent] = []
+        self._delivered = 0
+        self.result: ReplyResult | None = None
+        self._future = self._loop.run_in_executor(engine._executor, self._run)
+
+    def _run(self) -> None:
+        job = self._job
+
+        def post(n: int, events: list[ParserEvent]) -> None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (n, events))
+
+        self._engine._generate_sync(job, post)
+        finish_reason: Literal["stop", "length", "cancelled"] = (
+            "cancelled" if job.reason in ("cancelled", "error") else job.reason  # type: ignore[assignment]
+        )
+        tail = [] if job.reason == "stop" else job.parser.finish(finish_reason)
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (len(job.generated), tail))
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, _END)
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> ParserEvent:
+        while True:
+            # after a cancel nothing more is handed out: the history already holds what was
+            if self._job.cancel.is_set() and self.result is not None:
+                raise StopAsyncIteration
+            if self._buffer:
+                return self._buffer.pop(0)
+            if self.result is not None:
+                raise StopAsyncIteration
+            item = await self._queue.get()
+            if item is _END:
+                await self._finalize(self._delivered)
+                continue
+            n, events = item
+            self._delivered = n
+            self._buffer.extend(events)
+
+    async def _finalize(self, delivered: int) -> ReplyResult:
+        if self.result is None:
+            await asyncio.shield(self._future)
+            self.result = self._engine._commit(self._job, delivered, self._prompt_tokens, self._dropped)
+        return self.result
+
+    async def cancel(self) -> ReplyResult:
+        """Stop generating; the history keeps exactly the tokens whose events were already handed out."""
+        self._job.cancel.set()
+        return await self._finalize(self._delivered)
+
+    async def wait(self) -> ReplyResult:
+        """Consume the rest of the reply and return its result."""
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    @property
+    def delivered_tokens(self) -> int:
+        return self._delivered
+
+    async def __aenter__(self) -> ReplyStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.result is None:
+            await self.cancel()
