@@ -8,8 +8,10 @@ from mio_agent.exceptions import (
     ContextOverflowError,
     ConversationError,
     EngineBusyError,
+    EventError,
     MioAgentError,
     ModelFilesError,
+    SubscriptionClosed,
     VocabularyError,
 )
 
@@ -21,8 +23,10 @@ __all__ = [
     "ContextOverflowError",
     "ConversationError",
     "EngineBusyError",
+    "EventError",
     "MioAgentError",
     "ModelFilesError",
+    "SubscriptionClosed",
     "VocabularyError",
     "__version__",
 ]

@@ -141,10 +141,14 @@ def _part_from_json(item: object) -> Part:
         return TextPart(value)
     if key == "speech":
         if not isinstance(value, Mapping):
-            raise ConversationError('"speech" must be an object {"content": [...], "timbre": [[...],[...],[...]]}')
+            raise ConversationError(
+                '"speech" must be an object {"content": [...], "timbre": [[...],[...],[...]]}'
+            )
         unknown = set(value) - {"content", "timbre"}
         if unknown:
-            raise ConversationError(f'"speech" has unknown key(s) {sorted(unknown)}: allowed are content, timbre')
+            raise ConversationError(
+                f'"speech" has unknown key(s) {sorted(unknown)}: allowed are content, timbre'
+            )
         if "content" not in value:
             raise ConversationError('"speech" lacks "content" (a list of codes 0..1023)')
         content = _int_list(value["content"], "speech content")
@@ -169,7 +173,9 @@ def conversation_from_json(data: object) -> Conversation:
         raise ConversationError('a conversation file is a JSON object with "mode" and "turns"')
     unknown = set(data) - {"mode", "system", "turns"}
     if unknown:
-        raise ConversationError(f"unknown top-level key(s) {sorted(unknown)}: allowed are mode, system, turns")
+        raise ConversationError(
+            f"unknown top-level key(s) {sorted(unknown)}: allowed are mode, system, turns"
+        )
     mode = data.get("mode", "std")
     system = data.get("system")
     if system is not None and not isinstance(system, str):
@@ -191,7 +197,7 @@ def conversation_from_json(data: object) -> Conversation:
         if isinstance(content, str):
             content = [{"text": content}]
         if not isinstance(content, list) or not content:
-            raise ConversationError(f"turn {t}: \"content\" must be a non-empty list of items")
+            raise ConversationError(f'turn {t}: "content" must be a non-empty list of items')
         parts: list[Part] = []
         for i, item in enumerate(content):
             try:
@@ -239,7 +245,9 @@ def load_conversation(path: str | Path) -> Conversation:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConversationError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise ConversationError(
+            f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     try:
         return conversation_from_json(data)
     except ConversationError as exc:

@@ -184,7 +184,9 @@ class ConversationEngine:
 
     def _check_idle(self) -> None:
         if self._busy:
-            raise EngineBusyError("a reply is still running in this conversation; cancel it or wait for its end")
+            raise EngineBusyError(
+                "a reply is still running in this conversation; cancel it or wait for its end"
+            )
 
     def _fit(self, max_new: int) -> tuple[int, int]:
         """Drop whole oldest turns until prompt and reply fit; returns (max_new_tokens, turns dropped)."""
@@ -267,7 +269,9 @@ class ConversationEngine:
                     job.fed += 1
                     self._cached += 1
                 job.decode_s = time.perf_counter() - t1
-        except Exception as exc:  # the loop must end in a typed result, never an exception in the caller's loop
+        except (
+            Exception
+        ) as exc:  # the loop must end in a typed result, never an exception in the caller's loop
             job.reason = "error"
             job.error = f"{type(exc).__name__}: {exc}"
             # a forward that failed half-way may have written part of its keys into the cache

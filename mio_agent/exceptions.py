@@ -7,7 +7,9 @@
      ├── VocabularyError        a tokenizer lacks MIO's special tokens or code tokens
      ├── ContextOverflowError   a single turn cannot fit in the model's context
      ├── CodecError             audio, image or code input a codec cannot take
-     └── EngineBusyError        a second reply was asked of one conversation at once
+     ├── EngineBusyError        a second reply was asked of one conversation at once
+     ├── EventError             an event has a missing, unknown or malformed field (also a ValueError)
+     └── SubscriptionClosed     a bus subscription was read after it closed
 
 Messages name what failed and how to fix it.
 """
@@ -20,8 +22,10 @@ __all__ = [
     "ContextOverflowError",
     "ConversationError",
     "EngineBusyError",
+    "EventError",
     "MioAgentError",
     "ModelFilesError",
+    "SubscriptionClosed",
     "VocabularyError",
 ]
 
@@ -56,3 +60,16 @@ class CodecError(MioAgentError):
 
 class EngineBusyError(MioAgentError):
     """A conversation was asked for a second reply while one is still running."""
+
+
+class EventError(MioAgentError, ValueError):
+    """An event (built in code or read from a message) has a missing, unknown or malformed field."""
+
+
+class SubscriptionClosed(MioAgentError):
+    """`Subscription.get()` was called on a closed subscription; `reason` says why it closed."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"subscription {name!r} is closed: {reason}")
+        self.name = name
+        self.reason = reason

@@ -56,10 +56,8 @@ def close_reply(vocab: MioVocab, body: Sequence[int], stop_ids: Sequence[int]) -
     for tid in body:
         if tid in stops:
             break
-        kind, value = vocab.kind(tid)
-        if kind is TokenKind.SPEECH_START:
-            open_kind, block_start = kind, len(out)
-        elif kind is TokenKind.IMAGE_START:
+        kind = vocab.kind(tid)[0]
+        if kind in (TokenKind.SPEECH_START, TokenKind.IMAGE_START):
             open_kind, block_start = kind, len(out)
         elif kind in (TokenKind.SPEECH_END, TokenKind.IMAGE_END):
             open_kind = None
@@ -76,7 +74,9 @@ def close_reply(vocab: MioVocab, body: Sequence[int], stop_ids: Sequence[int]) -
     return out
 
 
-def parts_from_ids(vocab: MioVocab, ids: Sequence[int], decode_text: Callable[[Sequence[int]], str]) -> tuple[Part, ...]:
+def parts_from_ids(
+    vocab: MioVocab, ids: Sequence[int], decode_text: Callable[[Sequence[int]], str]
+) -> tuple[Part, ...]:
     """Structured parts of a well-formed reply body (as produced by close_reply)."""
     parts: list[Part] = []
     text: list[int] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mio_agent.conversation import Conversation, ImagePart, Mode, Part, Role, SpeechPart, TextPart, Turn
+from mio_agent.conversation import Conversation, ImagePart, Mode, Part, Role, TextPart, Turn
 from mio_agent.vocab import (
     BOS,
     IM_END,

@@ -236,7 +236,9 @@ class MioVocab:
             raise ValueError(f"an image block holds exactly {IMAGE_TOKENS_PER_IMAGE} codes, got {len(body)}")
         return [self.image_start, *body, self.image_end]
 
-    def speech_block_ids(self, content: Sequence[int], timbre: Sequence[Sequence[int]] | None = None) -> list[int]:
+    def speech_block_ids(
+        self, content: Sequence[int], timbre: Sequence[Sequence[int]] | None = None
+    ) -> list[int]:
         """`<spch>` content [timbre0 timbre1 timbre2] `</spch>` (user speech: content only)."""
         ids = [self.speech_id(0, c) for c in content]
         if timbre is not None:

@@ -16,9 +16,16 @@ GOOD: dict[str, Any] = {
     "turns": [
         {
             "role": "user",
-            "content": [{"text": "hi"}, {"speech": {"content": [12, 873]}}, {"image": {"codes": list(range(32))}}],
+            "content": [
+                {"text": "hi"},
+                {"speech": {"content": [12, 873]}},
+                {"image": {"codes": list(range(32))}},
+            ],
         },
-        {"role": "assistant", "content": [{"speech": {"content": [1, 2], "timbre": [[3, 4], [5, 6], [7, 8]]}}]},
+        {
+            "role": "assistant",
+            "content": [{"speech": {"content": [1, 2], "timbre": [[3, 4], [5, 6], [7, 8]]}}],
+        },
     ],
 }
 
@@ -32,22 +39,46 @@ def test_round_trip() -> None:
     ("mutate", "fragments"),
     [
         (lambda d: d["turns"][0].update(role="robot"), ["turn 0", "unknown role 'robot'"]),
-        (lambda d: d["turns"][0]["content"].append({"video": {}}), ["turn 0, item 3", "unknown item 'video'"]),
-        (lambda d: d["turns"][0]["content"][1]["speech"].update(content=[1024]), ["turn 0, item 1 (speech)", "0..1023"]),
-        (lambda d: d["turns"][0]["content"][2]["image"].update(codes=list(range(31))), ["item 2 (image)", "exactly 32"]),
-        (lambda d: d["turns"][0]["content"][2]["image"].update(codes=[8192] * 32), ["item 2 (image)", "0..8191"]),
+        (
+            lambda d: d["turns"][0]["content"].append({"video": {}}),
+            ["turn 0, item 3", "unknown item 'video'"],
+        ),
+        (
+            lambda d: d["turns"][0]["content"][1]["speech"].update(content=[1024]),
+            ["turn 0, item 1 (speech)", "0..1023"],
+        ),
+        (
+            lambda d: d["turns"][0]["content"][2]["image"].update(codes=list(range(31))),
+            ["item 2 (image)", "exactly 32"],
+        ),
+        (
+            lambda d: d["turns"][0]["content"][2]["image"].update(codes=[8192] * 32),
+            ["item 2 (image)", "0..8191"],
+        ),
         (
             lambda d: d["turns"][1]["content"][0]["speech"].update(timbre=[[3], [5, 6], [7, 8]]),
             ["turn 1, item 0 (speech)", "same length"],
         ),
-        (lambda d: d["turns"][1]["content"][0]["speech"].update(timbre=[[3, 4]]), ["turn 1, item 0", "3 lists"]),
+        (
+            lambda d: d["turns"][1]["content"][0]["speech"].update(timbre=[[3, 4]]),
+            ["turn 1, item 0", "3 lists"],
+        ),
         (lambda d: d.update(mode="custom"), ["custom", "system"]),
         (lambda d: d.update(system="x"), ["only for mode 'custom'"]),
         (lambda d: d.update(mode="whisper"), ["mode 'whisper'"]),
         (lambda d: d["turns"][0].update(content=[]), ["turn 0", "non-empty"]),
-        (lambda d: d["turns"][0]["content"][1]["speech"].update(content=[]), ["item 1 (speech)", "at least one"]),
-        (lambda d: d["turns"][0]["content"][1]["speech"].update(content=["7"]), ["item 1 (speech)", "integers"]),
-        (lambda d: d["turns"][0]["content"][0].update(speech={"content": [1]}), ["turn 0, item 0", "exactly one key"]),
+        (
+            lambda d: d["turns"][0]["content"][1]["speech"].update(content=[]),
+            ["item 1 (speech)", "at least one"],
+        ),
+        (
+            lambda d: d["turns"][0]["content"][1]["speech"].update(content=["7"]),
+            ["item 1 (speech)", "integers"],
+        ),
+        (
+            lambda d: d["turns"][0]["content"][0].update(speech={"content": [1]}),
+            ["turn 0, item 0", "exactly one key"],
+        ),
     ],
 )
 def test_each_broken_rule_is_named(mutate: Any, fragments: list[str]) -> None:

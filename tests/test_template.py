@@ -62,14 +62,19 @@ def test_multi_turn_mixed_media_user_speech_content_only_assistant_four_parts() 
                         {"image": {"codes": IMG}},
                     ],
                 },
-                {"role": "assistant", "content": [{"speech": {"content": [1, 2], "timbre": [[3, 4], [5, 6], [7, 8]]}}]},
+                {
+                    "role": "assistant",
+                    "content": [{"speech": {"content": [1, 2], "timbre": [[3, 4], [5, 6], [7, 8]]}}],
+                },
                 {"role": "user", "content": [{"text": "again"}]},
             ],
         }
     )
     assert render_prompt(conv) == (
         "<|startoftext|><|im_start|>system\n" + VOICE + "<|im_end|>\n"
-        "<|im_start|>user\nPlease transcribe this speech.\n<spch><spch12><spch873></spch>" + IMG_TEXT + "<|im_end|>\n"
+        "<|im_start|>user\nPlease transcribe this speech.\n<spch><spch12><spch873></spch>"
+        + IMG_TEXT
+        + "<|im_end|>\n"
         "<|im_start|>assistant\n<spch><spch1><spch2><spch1027><spch1028><spch2053><spch2054><spch3079><spch3080>"
         "</spch><|im_end|>\n"
         "<|im_start|>user\nagain<|im_end|>\n"

@@ -41,14 +41,19 @@ def _forward_all(lm: LoadedModel, ids: Sequence[int]) -> float:
     _sync(lm)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        lm.model(input_ids=x, past_key_values=DynamicCache(config=lm.model.config), use_cache=True, logits_to_keep=1)
+        lm.model(
+            input_ids=x,
+            past_key_values=DynamicCache(config=lm.model.config),
+            use_cache=True,
+            logits_to_keep=1,
+        )
     _sync(lm)
     return time.perf_counter() - t0
 
 
-async def _conversation(lm: LoadedModel, *, turns: int, user_tokens: int, reply_tokens: int, seed: int) -> tuple[
-    list[float], list[float]
-]:
+async def _conversation(
+    lm: LoadedModel, *, turns: int, user_tokens: int, reply_tokens: int, seed: int
+) -> tuple[list[float], list[float]]:
     rng = random.Random(seed)
     gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
     engine = ConversationEngine(lm, mode="std", max_new_tokens=reply_tokens, seed=seed)
@@ -72,7 +77,9 @@ def _bare_decode(lm: LoadedModel, prompt: Sequence[int], n: int) -> float:
 
     cache = DynamicCache(config=lm.model.config)
     with torch.inference_mode():
-        out = lm.model(input_ids=torch.tensor([list(prompt)], device=lm.device), past_key_values=cache, use_cache=True)
+        out = lm.model(
+            input_ids=torch.tensor([list(prompt)], device=lm.device), past_key_values=cache, use_cache=True
+        )
         tok = int(out.logits[0, -1].argmax())
         _sync(lm)
         t0 = time.perf_counter()
@@ -129,7 +136,9 @@ async def bench_engine(
     await _conversation(lm, turns=2, user_tokens=user_tokens, reply_tokens=4, seed=seed)
     kept_runs, scratch_runs = [], []
     for r in range(repeats):
-        k, s = await _conversation(lm, turns=turns, user_tokens=user_tokens, reply_tokens=reply_tokens, seed=seed + r)
+        k, s = await _conversation(
+            lm, turns=turns, user_tokens=user_tokens, reply_tokens=reply_tokens, seed=seed + r
+        )
         kept_runs.append(k)
         scratch_runs.append(s)
     kept = [statistics.median(run[i] for run in kept_runs) for i in range(turns)]

@@ -44,4 +44,6 @@ def open_model(cfg: Config, *, quiet: bool = False):  # type: ignore[no-untyped-
     path, embedded = model_dir(cfg)
     if embedded and not quiet:
         print(EMBEDDED_NOTE, file=sys.stderr)
-    return load_model(path, device=cfg.model.device, dtype=cfg.model.dtype, progress=not quiet and not embedded)
+    return load_model(
+        path, device=cfg.model.device, dtype=cfg.model.dtype, progress=not quiet and not embedded
+    )

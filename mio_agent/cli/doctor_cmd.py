@@ -103,12 +103,26 @@ def _model(config: str | None) -> list[Check]:
         path = Path(cfg.model.path).expanduser()
         problems = check_model_folder(path)
         if problems:
-            out += [Check("fail", "model", p, "download m-a-p/MIO-7B-Instruct into that folder") for p in problems]
+            out += [
+                Check("fail", "model", p, "download m-a-p/MIO-7B-Instruct into that folder") for p in problems
+            ]
         else:
             out.append(Check("ok", "model", str(path)))
-    speech = Path(cfg.codecs.speech_tokenizer).expanduser() if cfg.codecs.speech_tokenizer else path / "SpeechTokenizer"
-    image = Path(cfg.codecs.image_tokenizer).expanduser() if cfg.codecs.image_tokenizer else path / "seed-tokenizer-2"
-    diffusion = Path(cfg.codecs.diffusion).expanduser() if cfg.codecs.diffusion else path / "stable-diffusion-2-1-unclip"
+    speech = (
+        Path(cfg.codecs.speech_tokenizer).expanduser()
+        if cfg.codecs.speech_tokenizer
+        else path / "SpeechTokenizer"
+    )
+    image = (
+        Path(cfg.codecs.image_tokenizer).expanduser()
+        if cfg.codecs.image_tokenizer
+        else path / "seed-tokenizer-2"
+    )
+    diffusion = (
+        Path(cfg.codecs.diffusion).expanduser()
+        if cfg.codecs.diffusion
+        else path / "stable-diffusion-2-1-unclip"
+    )
     out.append(
         _files(
             "speech tokenizer",

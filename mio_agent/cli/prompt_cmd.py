@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not end with '<|im_start|>assistant\\n'",
     )
-    p.add_argument("--ids", action="store_true", help="print token ids (JSON list) with the configured tokenizer")
+    p.add_argument(
+        "--ids", action="store_true", help="print token ids (JSON list) with the configured tokenizer"
+    )
     add_config_argument(p)
     p.set_defaults(func=run)
 

@@ -1,0 +1,400 @@
+"""Configuration: frozen dataclasses with the defaults, read from YAML, the environment and overrides."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import UnionType
+from typing import Any, ClassVar, Literal, TypeAlias
+
+import yaml
+
+from mio_agent.exceptions import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "CodecsConfig",
+    "Config",
+    "EngineConfig",
+    "LogConfig",
+    "ModelConfig",
+    "PluginsConfig",
+    "SessionConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "MIO_AGENT__"
+"""Environment variables MIO_AGENT__<SECTION>__<KEY>=<YAML scalar> override single keys."""
+
+Dtype: TypeAlias = Literal["auto", "float32", "float16", "bfloat16"]
+LogLevel: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# PyYAML reads YAML 1.1, where 1e-3 (no dot) is a string; numbers like that are accepted anyway.
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _meta(
+    expect: str,
+    check: Callable[[Any], bool] | None = None,
+    *,
+    normalize: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """A config field's metadata: what a valid value looks like (for errors) and a value check."""
+    return {"expect": expect, "check": check, "normalize": normalize}
+
+
+def _positive(v: Any) -> bool:
+    return bool(v > 0)
+
+
+def _non_negative(v: Any) -> bool:
+    return bool(v >= 0)
+
+
+def _device(v: Any) -> bool:
+    return _DEVICE.fullmatch(v) is not None
+
+
+def _non_empty(v: Any) -> bool:
+    return bool(v.strip())
+
+
+def _names(v: Any) -> bool:
+    return all(name.strip() for name in v)
+
+
+def _lower(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+_DEVICE_EXPECT = '"auto", "cpu", "cuda", "cuda:N" or "mps"'
+_PATH_EXPECT = "a path (string) or null"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Which MIO model to run, and where."""
+
+    section: ClassVar[str] = "model"
+
+    path: str | None = field(default=None, metadata=_meta(_PATH_EXPECT + " (null: the embedded model)"))
+    embedded_seed: int = field(default=0, metadata=_meta("a non-negative integer", _non_negative))
+    device: str = field(default="auto", metadata=_meta(_DEVICE_EXPECT, _device))
+    dtype: Dtype = field(default="auto", metadata=_meta('"auto", "float32", "float16" or "bfloat16"'))
+
+
+@dataclass(frozen=True, slots=True)
+class CodecsConfig:
+    """Speech and image codecs; a null path means the folder of that name inside the model folder."""
+
+    section: ClassVar[str] = "codecs"
+
+    speech_tokenizer: str | None = field(default=None, metadata=_meta(_PATH_EXPECT))
+    image_tokenizer: str | None = field(default=None, metadata=_meta(_PATH_EXPECT))
+    diffusion: str | None = field(default=None, metadata=_meta(_PATH_EXPECT))
+    diffusion_steps: int = field(default=20, metadata=_meta("a positive integer", _positive))
+    device: str = field(default="auto", metadata=_meta(_DEVICE_EXPECT, _device))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The conversation engine: mode, context, and sampling overrides (null: the preset's value)."""
+
+    section: ClassVar[str] = "engine"
+
+    mode: Literal["voice", "std"] = field(default="voice", metadata=_meta('"voice" or "std"'))
+    max_context: int = field(default=4096, metadata=_meta("a positive integer", _positive))
+    max_new_tokens: int = field(default=2048, metadata=_meta("a positive integer", _positive))
+    preset: str | None = field(
+        default=None, metadata=_meta("a preset name or null (chosen by mode)", _non_empty)
+    )
+    seed: int | None = field(default=None, metadata=_meta("a non-negative integer or null", _non_negative))
+    temperature: float | None = field(
+        default=None, metadata=_meta("a non-negative number or null", _non_negative)
+    )
+    top_p: float | None = field(
+        default=None, metadata=_meta("a number in (0, 1] or null", lambda v: 0 < v <= 1)
+    )
+    top_k: int | None = field(
+        default=None, metadata=_meta("a non-negative integer or null (0: no top-k)", _non_negative)
+    )
+    repetition_penalty: float | None = field(
+        default=None, metadata=_meta("a positive number or null", _positive)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Where sessions are stored."""
+
+    section: ClassVar[str] = "session"
+
+    dir: str | None = field(default=None, metadata=_meta(_PATH_EXPECT + " (null: the user data folder)"))
+
+    def resolved_dir(self) -> Path:
+        """`dir` with ~ expanded, or <user data dir>/mio-agent/sessions when it is null."""
+        if self.dir is not None:
+            return Path(self.dir).expanduser()
+        import platformdirs
+
+        return Path(platformdirs.user_data_dir("mio-agent")) / "sessions"
+
+
+@dataclass(frozen=True, slots=True)
+class PluginsConfig:
+    """Which plugins stay off."""
+
+    section: ClassVar[str] = "plugins"
+
+    disabled: tuple[str, ...] = field(
+        default=(), metadata=_meta("a list of plugin names, e.g. [storytelling]", _names)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Logging."""
+
+    section: ClassVar[str] = "log"
+
+    level: LogLevel = field(
+        default="info", metadata=_meta('"debug", "info", "warning", "error" or "critical"', normalize=_lower)
+    )
+
+
+_SECTIONS: tuple[type[Any], ...] = (
+    ModelConfig,
+    CodecsConfig,
+    EngineConfig,
+    SessionConfig,
+    PluginsConfig,
+    LogConfig,
+)
+_BY_NAME: dict[str, type[Any]] = {cls.section: cls for cls in _SECTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration; `Config()` is the built-in defaults (= configs/default.yaml)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codecs: CodecsConfig = field(default_factory=CodecsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dicts (lists for tuples), ready for yaml.safe_dump or json.dumps."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in _BY_NAME:
+            section = getattr(self, name)
+            out[name] = {
+                f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v
+                for f in fields(section)
+            }
+        return out
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+# section -> key -> (value, where it came from)
+_Layered: TypeAlias = dict[str, dict[str, tuple[object, str]]]
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    return f"{text[:60]}…" if len(text) > 60 else text
+
+
+def _valid_keys(section: str) -> str:
+    return ", ".join(f.name for f in fields(_BY_NAME[section]))
+
+
+def _unknown(name: str, choices: list[str], what: str) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown {what}{hint}; valid {what}s: {', '.join(choices)}"
+
+
+def _merge(layered: _Layered, data: Mapping[str, object], source: str, errors: list[str]) -> None:
+    """Add one layer (file, environment, overrides) of {section: {key: value}} over the others."""
+    for section, keys in data.items():
+        if section not in _BY_NAME:
+            errors.append(f"{section}: {_unknown(str(section), list(_BY_NAME), 'section')} ({source})")
+            continue
+        if keys is None:  # `engine:` with nothing under it
+            continue
+        if not isinstance(keys, Mapping):
+            errors.append(f"{section}: expected a mapping of keys, got {_describe(keys)} ({source})")
+            continue
+        valid = [f.name for f in fields(_BY_NAME[section])]
+        for key, value in keys.items():
+            if key not in valid:
+                errors.append(f"{section}.{key}: {_unknown(str(key), valid, 'key')} ({source})")
+            else:
+                layered.setdefault(section, {})[key] = (value, source)
+
+
+def _convert(value: object, hint: Any) -> object:
+    """Check a value against a field's type; the field's value (int → float, list → tuple)."""
+    origin = typing.get_origin(hint)
+    if origin in (UnionType, typing.Union):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _convert(value, inner)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise _Invalid
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise _Invalid
+        return tuple(value)
+    if hint is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)
+        if type(value) not in (int, float):
+            raise _Invalid
+        return float(value)  # type: ignore[arg-type]
+    if hint in (int, str, bool):
+        if type(value) is not hint:
+            raise _Invalid
+        return value
+    raise TypeError(f"config field of unsupported type {hint!r}")  # pragma: no cover
+
+
+def _build(layered: _Layered, errors: list[str]) -> Config:
+    sections: dict[str, Any] = {}
+    for name, cls in _BY_NAME.items():
+        hints = typing.get_type_hints(cls)
+        given = layered.get(name, {})
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in given:
+                continue
+            raw, source = given[f.name]
+            meta = f.metadata
+            value = meta["normalize"](raw) if meta["normalize"] else raw
+            try:
+                value = _convert(value, hints[f.name])
+                if value is not None and meta["check"] is not None and not meta["check"](value):
+                    raise _Invalid
+            except _Invalid:
+                errors.append(f"{name}.{f.name}: expected {meta['expect']}, got {_describe(raw)} ({source})")
+                continue
+            values[f.name] = value
+        sections[name] = cls(**values)
+    config = Config(**sections)
+    engine = config.engine
+    # Checked only when each key is valid alone, so one mistake gives one message.
+    if not errors and engine.max_new_tokens >= engine.max_context:
+        errors.append(
+            f"engine.max_new_tokens: must be less than engine.max_context ({engine.max_context}) to leave "
+            f"room for the prompt, got {engine.max_new_tokens}"
+        )
+    return config
+
+
+def _read_yaml(path: Path) -> Mapping[str, object]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections ({', '.join(_BY_NAME)}) at the top, "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def _env_layer(env: Mapping[str, str], errors: list[str]) -> list[tuple[dict[str, object], str]]:
+    layers: list[tuple[dict[str, object], str]] = []
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        parts = var[len(ENV_PREFIX) :].split("__")
+        if len(parts) != 2 or not all(parts):
+            errors.append(f"{var}: expected {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}ENGINE__MODE=std")
+            continue
+        section, key = (p.lower() for p in parts)
+        try:
+            value = yaml.safe_load(env[var])
+        except yaml.YAMLError as exc:
+            errors.append(f"{section}.{key}: not a YAML value: {getattr(exc, 'problem', exc)} (from {var})")
+            continue
+        layers.append(({section: {key: value}}, f"from {var}"))
+    return layers
+
+
+def _override_layer(overrides: Mapping[str, object], errors: list[str]) -> dict[str, object]:
+    nested: dict[str, dict[str, object]] = {}
+    for name, value in overrides.items():
+        if "." in name:
+            section, _, key = name.partition(".")
+            nested.setdefault(section, {})[key] = value
+        elif isinstance(value, Mapping):
+            nested.setdefault(name, {}).update(value)
+        else:
+            errors.append(f"{name}: name overrides as section.key, e.g. engine.mode (from overrides)")
+    return dict(nested)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Read the configuration: built-in defaults, then `path`, then `env`, then `overrides`.
+
+    `path` is a YAML file of sections (model, codecs, engine, session, plugins, log); keys it
+    leaves out keep their defaults; None reads no file. `env` (default: `os.environ`) may hold
+    MIO_AGENT__<SECTION>__<KEY>=<value>, the value read as YAML (`null`, `7`, `[a, b]`).
+    `overrides` maps "section.key" (or a section to a mapping of keys) to values, e.g. from
+    command-line flags.
+
+    Raises ConfigError for an unreadable file or YAML syntax error (naming file, line and
+    column), and for every unknown section or key (listing the valid ones) and every invalid
+    value (naming the dotted key, what it expects and where the value came from), all at once.
+    """
+    errors: list[str] = []
+    layered: _Layered = {}
+    if path is not None:
+        p = Path(path)
+        _merge(layered, _read_yaml(p), f"in {p}", errors)
+    for data, source in _env_layer(os.environ if env is None else env, errors):
+        _merge(layered, data, source, errors)
+    if overrides:
+        _merge(layered, _override_layer(overrides, errors), "from overrides", errors)
+    config = _build(layered, errors)
+    if errors:
+        what = f"config {path}" if path is not None else "config"
+        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(errors))
+    return config
