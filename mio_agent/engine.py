@@ -46,6 +46,8 @@ class ReplyOptions:
     allow_text: bool = True
     allow_speech: bool = True
     allow_image: bool = True
+    min_speech_codes: int = 1
+    max_speech_codes: int | None = None
 
 
 @dataclass(slots=True)
@@ -230,7 +232,8 @@ class ConversationEngine:
             self._cache = DynamicCache(config=self._lm.model.config)
         x = torch.tensor([list(ids)], dtype=torch.long, device=self._lm.device)
         out = self._lm.model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1].float()
+        logits: torch.Tensor = out.logits[0, -1].float()
+        return logits
 
     def _prefill_sync(self) -> tuple[int, float]:
         t0 = time.perf_counter()
@@ -297,6 +300,7 @@ class ConversationEngine:
                 self._forward(pending)
                 self._cached = len(self._ids)
             logits = self._forward(self._gen_prompt).clone()
+            self._cached = len(self._ids) + len(self._gen_prompt)
             self._crop(len(self._ids))
         return logits
 
@@ -332,9 +336,11 @@ class ConversationEngine:
                 allow_text=opts.allow_text,
                 allow_speech=opts.allow_speech,
                 allow_image=opts.allow_image,
+                min_speech_codes=opts.min_speech_codes,
+                max_speech_codes=opts.max_speech_codes,
             ),
             sampler=Sampler(params, lm.vocab.vocab_size, self._ids + self._gen_prompt),
-            parser=StreamParser(lm.vocab, self._decode_text),
+            parser=StreamParser(lm.vocab, self._decode_text, stop_ids=lm.stop_ids),
             max_new_tokens=max_new,
             stop_ids=frozenset(lm.stop_ids),
         )

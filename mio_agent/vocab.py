@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from mio_agent.exceptions import VocabularyError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BOS",
@@ -250,6 +251,8 @@ class MioVocab:
 
     def mask(self, *kinds: TokenKind) -> torch.Tensor:
         """Boolean mask over the model's vocabulary of the ids of the given structural/code kinds."""
+        import torch
+
         m = torch.zeros(self.vocab_size, dtype=torch.bool)
         for tid, (k, _) in self._kind.items():
             if k in kinds:
@@ -258,18 +261,24 @@ class MioVocab:
 
     def speech_layer_mask(self, layer: int) -> torch.Tensor:
         """Boolean mask of the ids of the 1024 codes of one speech layer."""
+        import torch
+
         m = torch.zeros(self.vocab_size, dtype=torch.bool)
         m[list(self.speech_ids[layer * CODEBOOK_SIZE : (layer + 1) * CODEBOOK_SIZE])] = True
         return m
 
     def image_code_mask(self) -> torch.Tensor:
         """Boolean mask of the ids of the 8192 image codes."""
+        import torch
+
         m = torch.zeros(self.vocab_size, dtype=torch.bool)
         m[list(self.image_ids)] = True
         return m
 
     def text_mask(self) -> torch.Tensor:
         """Ids that are plain text: not a code, not a structural special token, inside the vocabulary."""
+        import torch
+
         m = torch.ones(self.vocab_size, dtype=torch.bool)
         m[list(self._kind)] = False
         return m

@@ -41,7 +41,9 @@ async def test_turn_k_logits_with_kept_cache_equal_fresh_forward(lm: LoadedModel
     try:
         for k in range(4):
             turn = user(f"turn {k}: tell me something")
-            turn_len = len(encode_text(lm.tokenizer, f"<|im_start|>user\nturn {k}: tell me something<|im_end|>\n"))
+            turn_len = len(
+                encode_text(lm.tokenizer, f"<|im_start|>user\nturn {k}: tell me something<|im_end|>\n")
+            )
             engine.add_turn(turn)
             logits = await engine.peek_logits()
             expected = scratch_logits(lm, list(engine.ids) + gen)
@@ -61,7 +63,9 @@ async def test_turn_k_logits_with_kept_cache_equal_fresh_forward(lm: LoadedModel
 async def test_text_deltas_join_to_the_kept_reply(lm: LoadedModel) -> None:
     engine = ConversationEngine(lm, mode="std", seed=3)
     try:
-        stream = engine.reply(user("hello"), ReplyOptions(max_new_tokens=20, allow_speech=False, allow_image=False))
+        stream = engine.reply(
+            user("hello"), ReplyOptions(max_new_tokens=20, allow_speech=False, allow_image=False)
+        )
         text = "".join([ev.text async for ev in stream if isinstance(ev, TextDelta)])
         result = stream.result
         assert result is not None
@@ -92,7 +96,9 @@ async def test_cancel_keeps_delivered_content_codes_then_continues(lm: LoadedMod
     engine = ConversationEngine(lm, mode="voice", seed=7)
     gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
     try:
-        stream = engine.reply(user("a long story please"), ReplyOptions(max_new_tokens=400))
+        stream = engine.reply(
+            user("a long story please"), ReplyOptions(max_new_tokens=400, min_speech_codes=40)
+        )
         seen: list[int] = []
         async for ev in stream:
             if isinstance(ev, SpeechContent):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mio_agent.cli.common import add_config_argument, config_from_args, open_model
-from mio_agent.conversation import TextPart, Turn
-from mio_agent.engine import ConversationEngine, ReplyResult
-from mio_agent.parser import ImageBlock, Malformed, SpeechBlock, TextDelta, Truncated
+
+if TYPE_CHECKING:
+    from mio_agent.engine import ConversationEngine, ReplyResult
 
 __all__ = ["register", "run"]
 
@@ -30,6 +30,8 @@ def register(sub: Any) -> None:
 
 
 def _describe(ev: object) -> str | None:
+    from mio_agent.parser import ImageBlock, Malformed, SpeechBlock, Truncated
+
     if isinstance(ev, SpeechBlock):
         n = len(ev.content)
         layers = "content only" if ev.timbre is None else f"+ 3×{n} timbre codes"
@@ -44,7 +46,9 @@ def _describe(ev: object) -> str | None:
 
 
 async def _one_turn(engine: ConversationEngine, text: str, out: TextIO, max_new: int | None) -> ReplyResult:
+    from mio_agent.conversation import TextPart, Turn
     from mio_agent.engine import ReplyOptions
+    from mio_agent.parser import TextDelta
 
     stream = engine.reply(Turn("user", (TextPart(text),)), ReplyOptions(max_new_tokens=max_new))
     async with stream:
@@ -66,6 +70,8 @@ async def _one_turn(engine: ConversationEngine, text: str, out: TextIO, max_new:
 
 
 async def _chat(args: argparse.Namespace) -> int:
+    from mio_agent.engine import ConversationEngine
+
     cfg = config_from_args(args)
     lm = open_model(cfg)
     mode = args.mode or cfg.engine.mode

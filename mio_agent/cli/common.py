@@ -29,12 +29,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def model_dir(cfg: Config) -> tuple[Path, bool]:
-    """The model folder the config names, building the embedded model on first use; (path, embedded)."""
-    if cfg.model.path is not None:
-        return Path(cfg.model.path).expanduser(), False
-    from mio_agent.model.embedded import embedded_model_path
+    """The configured model folder (the embedded one built on first use); (path, embedded)."""
+    from mio_agent.model.embedded import configured_model_dir
 
-    return embedded_model_path(seed=cfg.model.embedded_seed), True
+    return configured_model_dir(cfg.model)
 
 
 def open_model(cfg: Config, *, quiet: bool = False):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one subparser per command)."""
-    from mio_agent.cli import bench_cmd, chat_cmd, doctor_cmd, prompt_cmd
+    from mio_agent.cli import bench_cmd, chat_cmd, codec_cmds, doctor_cmd, prompt_cmd
 
     parser = argparse.ArgumentParser(
         prog="mio-agent",
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (chat_cmd, prompt_cmd, doctor_cmd, bench_cmd):
         module.register(sub)
+    codec_cmds.register_tokenize(sub)
+    codec_cmds.register_detokenize(sub)
     return parser
 
 
