@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mio_agent.cli.common import add_config_argument, config_from_args, open_model
+from mio_agent.exceptions import CodecError
 
 if TYPE_CHECKING:
+    from mio_agent.codecs.speech import SpeechCodec
     from mio_agent.engine import ConversationEngine, ReplyResult
 
 __all__ = ["register", "run"]
@@ -25,6 +28,12 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=["std", "voice"], help="std: text/images/speech; voice: speech replies")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="reply length limit in tokens")
     p.add_argument("--seed", type=int, help="sampling seed, for reproducible replies")
+    p.add_argument(
+        "--out-dir",
+        default=".",
+        metavar="DIR",
+        help="where spoken replies are written as reply-N.wav (default: the current folder)",
+    )
     add_config_argument(p)
     p.set_defaults(func=run)
 
@@ -45,10 +54,29 @@ def _describe(ev: object) -> str | None:
     return None
 
 
-async def _one_turn(engine: ConversationEngine, text: str, out: TextIO, max_new: int | None) -> ReplyResult:
+class _Speaker:
+    """Writes each finished speech block as a WAV, decoding with the configured speech codec."""
+
+    def __init__(self, codec: SpeechCodec, out_dir: Path) -> None:
+        self.codec = codec
+        self.out_dir = out_dir
+        self.count = 0
+
+    def write(self, content: tuple[int, ...], timbre: tuple[tuple[int, ...], ...] | None) -> Path:
+        from mio_agent.codecs.speech import write_wav
+
+        self.count += 1
+        path = self.out_dir / f"reply-{self.count}.wav"
+        write_wav(path, self.codec.decode(content, timbre), self.codec.sample_rate)
+        return path
+
+
+async def _one_turn(
+    engine: ConversationEngine, text: str, out: TextIO, max_new: int | None, speaker: _Speaker | None
+) -> ReplyResult:
     from mio_agent.conversation import TextPart, Turn
     from mio_agent.engine import ReplyOptions
-    from mio_agent.parser import TextDelta
+    from mio_agent.parser import SpeechBlock, TextDelta
 
     stream = engine.reply(Turn("user", (TextPart(text),)), ReplyOptions(max_new_tokens=max_new))
     async with stream:
@@ -56,11 +84,15 @@ async def _one_turn(engine: ConversationEngine, text: str, out: TextIO, max_new:
             if isinstance(ev, TextDelta):
                 out.write(ev.text)
                 out.flush()
-            else:
-                note = _describe(ev)
-                if note:
-                    out.write("\n" + note)
-                    out.flush()
+                continue
+            note = _describe(ev)
+            if note:
+                out.write("\n" + note)
+                out.flush()
+            if isinstance(ev, SpeechBlock) and speaker is not None:
+                path = await asyncio.to_thread(speaker.write, ev.content, ev.timbre)
+                out.write(f"\n[wrote {path}]")
+                out.flush()
     result = stream.result
     assert result is not None
     out.write("\n")
@@ -83,9 +115,18 @@ async def _chat(args: argparse.Namespace) -> int:
         preset=cfg.engine.preset,
         seed=args.seed if args.seed is not None else cfg.engine.seed,
     )
+    speaker = None
+    out_dir = Path(args.out_dir)
+    if not out_dir.is_dir():
+        raise CodecError(f"--out-dir {out_dir}: no such folder")
+    from mio_agent.codecs.folders import speech_tokenizer_dir
+    from mio_agent.codecs.speech import SpeechCodec
+
+    # a speech block can come in std mode too, so the codec is loaded for both (it is small)
+    speaker = _Speaker(SpeechCodec.from_pretrained(speech_tokenizer_dir(cfg), device="cpu"), out_dir)
     try:
         if args.text is not None:
-            result = await _one_turn(engine, args.text, sys.stdout, args.max_new_tokens)
+            result = await _one_turn(engine, args.text, sys.stdout, args.max_new_tokens, speaker)
             return 1 if result.reason == "error" else 0
         interactive = sys.stdin.isatty()
         while True:
@@ -99,7 +140,7 @@ async def _chat(args: argparse.Namespace) -> int:
                 continue
             if interactive:
                 sys.stdout.write("mio> ")
-            await _one_turn(engine, line.rstrip("\n"), sys.stdout, args.max_new_tokens)
+            await _one_turn(engine, line.rstrip("\n"), sys.stdout, args.max_new_tokens, speaker)
     finally:
         engine.close()
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mio_agent.cli.common import add_config_argument, config_from_args
 from mio_agent.exceptions import CodecError
+from mio_agent.files import atomic_output
 
 __all__ = ["register_detokenize", "register_tokenize"]
 
@@ -154,15 +153,6 @@ def _read_codes(path: str) -> dict[str, Any]:
     return data
 
 
-def _atomic_output(path: str) -> tuple[Path, Path]:
-    out = Path(path)
-    if not out.parent.exists():
-        raise CodecError(f"{out.parent}: no such folder for the output file")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    return out, Path(tmp)
-
-
 def _detokenize_speech(args: argparse.Namespace, data: dict[str, Any]) -> None:
     from mio_agent.codecs.speech import SpeechCodec, write_wav
 
@@ -194,12 +184,13 @@ def _detokenize_image(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
     image = codec.decode(data["codes"], steps=steps, seed=args.seed, progress=progress)
     print(file=sys.stderr)
-    out, tmp = _atomic_output(args.output)
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise CodecError(f"{out.parent}: no such folder for the output file")
     try:
-        image.save(tmp, format=None if out.suffix else "PNG")
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp:
+            image.save(tmp, format=None if out.suffix else "PNG")
     except (OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         raise CodecError(f"{out}: cannot write the image ({exc}); use a .png or .jpg name") from None
     print(f"{out}: {image.width}x{image.height}", file=sys.stderr)
 

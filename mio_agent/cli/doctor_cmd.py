@@ -108,45 +108,31 @@ def _model(config: str | None) -> list[Check]:
             ]
         else:
             out.append(Check("ok", "model", str(path)))
-    speech = (
-        Path(cfg.codecs.speech_tokenizer).expanduser()
-        if cfg.codecs.speech_tokenizer
-        else path / "SpeechTokenizer"
-    )
-    image = (
-        Path(cfg.codecs.image_tokenizer).expanduser()
-        if cfg.codecs.image_tokenizer
-        else path / "seed-tokenizer-2"
-    )
-    diffusion = (
-        Path(cfg.codecs.diffusion).expanduser()
-        if cfg.codecs.diffusion
-        else path / "stable-diffusion-2-1-unclip"
-    )
-    out.append(
-        _files(
+    from mio_agent.codecs.folders import IMAGE_FOLDER, SPEECH_FOLDER, UNCLIP_FOLDER
+
+    codecs = [
+        (
             "speech tokenizer",
-            speech,
+            cfg.codecs.speech_tokenizer,
+            SPEECH_FOLDER,
             ["config.json", "SpeechTokenizer.pt"],
-            "copy SpeechTokenizer/ (speechtokenizer_hubert_avg) of the MIO release there or set codecs.speech_tokenizer",
+        ),
+        ("image tokenizer", cfg.codecs.image_tokenizer, IMAGE_FOLDER, ["seed_quantizer.pt", "eva_vit_g.pth"]),
+        ("image decoder", cfg.codecs.diffusion, UNCLIP_FOLDER, ["model_index.json"]),
+    ]
+    for label, explicit, folder_name, names in codecs:
+        folder = Path(explicit).expanduser() if explicit else path / folder_name
+        if cfg.model.path is None and explicit is None and not folder.is_dir():
+            out.append(Check("ok", label, f"embedded tiny {label}, built on first use in {folder}"))
+            continue
+        out.append(
+            _files(
+                label,
+                folder,
+                names,
+                f"copy {folder_name}/ of the MIO release there, or set codecs.* in the config to its folder",
+            )
         )
-    )
-    out.append(
-        _files(
-            "image tokenizer",
-            image,
-            ["seed_quantizer.pt", "eva_vit_g.pth"],
-            "copy seed-tokenizer-2/ of the MIO release there or set codecs.image_tokenizer",
-        )
-    )
-    out.append(
-        _files(
-            "image decoder",
-            diffusion,
-            ["model_index.json"],
-            "copy stable-diffusion-2-1-unclip/ (diffusers format) there or set codecs.diffusion",
-        )
-    )
     return out
 
 
@@ -154,7 +140,6 @@ def _optional() -> list[Check]:
     wanted = [
         ("diffusers", "diffusers", "image decoding"),
         ("cv2", "opencv-python-headless", "camera and video keyframes"),
-        ("soxr", "soxr", "audio resampling"),
     ]
     out = []
     for module, package, why in wanted:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import wave
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 
 from mio_agent.codecs.speech.resample import resample
 from mio_agent.exceptions import CodecError
+from mio_agent.files import atomic_output
 
 __all__ = ["load_audio", "to_float32", "to_model_rate", "to_mono", "write_wav"]
 
@@ -152,16 +151,10 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     pcm = np.clip(np.round(frames.T * 32768.0), -32768, 32767).astype("<i2")
     file = Path(path).expanduser()
     try:
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CodecError(f"cannot write {file}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle, wave.open(handle, "wb") as out:
+        with atomic_output(file) as tmp, wave.open(str(tmp), "wb") as out:
             out.setnchannels(frames.shape[0])
             out.setsampwidth(2)
             out.setframerate(int(sample_rate))
             out.writeframes(pcm.tobytes())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise CodecError(f"cannot write {file}: {exc.strerror or exc}") from exc
