@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from mio_agent.constraints import MioConstraint
+from mio_agent.constraints import MioConstraint, prefix_allowed_tokens_fn
 from mio_agent.conversation import Mode, Part, Turn
 from mio_agent.exceptions import ContextOverflowError, EngineBusyError
 from mio_agent.history import Segment, close_reply, common_prefix, parts_from_ids
@@ -346,6 +346,72 @@ class ConversationEngine:
         )
         self._busy = True
         return ReplyStream(self, job, len(self._ids) + len(self._gen_prompt), dropped)
+
+    async def reply_complete(
+        self, turn: Turn | None = None, options: ReplyOptions | None = None
+    ) -> ReplyResult:
+        """The whole reply at once with the preset's beam search (e.g. `text`: 5 beams), as MIO's
+        reference generates; nothing streams, so use it only where nobody waits on the first token.
+
+        Beams do not reuse the kept cache: the prompt is prefilled again for them, and the reply
+        joins the history (and the cache, at the next turn) like a streamed one.
+        """
+        self._check_idle()
+        opts = options or ReplyOptions()
+        if turn is not None:
+            self.add_turn(turn)
+        preset = get_preset(opts.preset) if opts.preset else self.preset
+        max_new, dropped = self._fit(opts.max_new_tokens or preset.max_new_tokens)
+        lm = self._lm
+        prompt = self._ids + self._gen_prompt
+        allowed = prefix_allowed_tokens_fn(
+            lm.vocab,
+            prompt_length=len(prompt),
+            mode="voice" if self.mode == "voice" else "std",
+            max_new_tokens=max_new,
+            stop_ids=lm.stop_ids,
+            allow_text=opts.allow_text,
+            allow_speech=opts.allow_speech,
+            allow_image=opts.allow_image,
+            min_speech_codes=opts.min_speech_codes,
+            max_speech_codes=opts.max_speech_codes,
+        )
+        kwargs = preset.generate_kwargs() | {"max_new_tokens": max_new}
+        job = _Job(
+            pending=[],
+            constraint=MioConstraint(
+                lm.vocab, mode="voice" if self.mode == "voice" else "std", max_new_tokens=max_new
+            ),
+            sampler=Sampler(preset.sampling_params(self.seed), lm.vocab.vocab_size),
+            parser=StreamParser(lm.vocab, self._decode_text, stop_ids=lm.stop_ids),
+            max_new_tokens=max_new,
+            stop_ids=frozenset(lm.stop_ids),
+        )
+
+        def run() -> None:
+            t0 = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    out = lm.model.generate(
+                        torch.tensor([prompt], device=lm.device),
+                        prefix_allowed_tokens_fn=allowed,
+                        eos_token_id=list(lm.stop_ids),
+                        pad_token_id=lm.vocab.unk,
+                        **kwargs,
+                    )
+                job.generated = [int(t) for t in out[0, len(prompt) :].tolist()]
+                job.reason = "stop" if job.generated and job.generated[-1] in job.stop_ids else "length"
+            except Exception as exc:  # same contract as streaming: a typed result, not an exception
+                job.reason, job.error = "error", f"{type(exc).__name__}: {exc}"
+            job.decode_s = time.perf_counter() - t0
+
+        self._busy = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except BaseException:
+            self._busy = False
+            raise
+        return self._commit(job, len(job.generated), len(prompt), dropped)
 
     def _decode_text(self, ids: Sequence[int]) -> str:
         return str(self._lm.tokenizer.decode(list(ids), skip_special_tokens=False))

@@ -163,3 +163,23 @@ def test_embedded_model_path_is_reused(tmp_path: Path) -> None:
     a = embedded_model_path(seed=0, cache_dir=tmp_path)
     b = embedded_model_path(seed=0, cache_dir=tmp_path)
     assert a == b and (a / "config.json").exists()
+
+
+async def test_beam_search_reply_joins_history_and_cache(lm: LoadedModel) -> None:
+    engine = ConversationEngine(lm, mode="std", seed=4)
+    gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
+    try:
+        result = await engine.reply_complete(
+            user("describe it"), ReplyOptions(preset="text", max_new_tokens=10)
+        )
+        assert result.reason in ("stop", "length")
+        assert 0 < len(result.token_ids) <= 10
+        # the reply is in the history, closed as a turn, and the next turn reads it through the cache
+        assert engine.turns[-1].role == "assistant"
+        assert engine.ids[-2] == lm.vocab.im_end
+        engine.add_turn(user("more"))
+        torch.testing.assert_close(
+            await engine.peek_logits(), scratch_logits(lm, list(engine.ids) + gen), atol=1e-4, rtol=1e-4
+        )
+    finally:
+        engine.close()
