@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng sox ffmpeg)
+# espeak-ng: spoken test fixtures
+APT_PACKAGES=(espeak-ng)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
