@@ -11,6 +11,7 @@ from mio_agent.exceptions import (
     EventError,
     MioAgentError,
     ModelFilesError,
+    StoreError,
     SubscriptionClosed,
     VocabularyError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "EventError",
     "MioAgentError",
     "ModelFilesError",
+    "StoreError",
     "SubscriptionClosed",
     "VocabularyError",
     "__version__",

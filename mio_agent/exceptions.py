@@ -9,7 +9,8 @@
      ├── CodecError             audio, image or code input a codec cannot take
      ├── EngineBusyError        a second reply was asked of one conversation at once
      ├── EventError             an event has a missing, unknown or malformed field (also a ValueError)
-     └── SubscriptionClosed     a bus subscription was read after it closed
+     ├── SubscriptionClosed     a bus subscription was read after it closed
+     └── StoreError             the session store or a session's files cannot be opened, read or written
 
 Messages name what failed and how to fix it.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "EventError",
     "MioAgentError",
     "ModelFilesError",
+    "StoreError",
     "SubscriptionClosed",
     "VocabularyError",
 ]
@@ -73,3 +75,7 @@ class SubscriptionClosed(MioAgentError):
         super().__init__(f"subscription {name!r} is closed: {reason}")
         self.name = name
         self.reason = reason
+
+
+class StoreError(MioAgentError):
+    """The session store cannot be opened, read or written, or was asked for something it lacks."""
