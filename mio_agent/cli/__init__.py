@@ -1,1 +1,5 @@
 """The `mio-agent` command line."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
