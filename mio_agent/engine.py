@@ -314,6 +314,19 @@ class ConversationEngine:
         finally:
             self._busy = False
 
+    def _constraint_args(self, opts: ReplyOptions, max_new: int) -> dict[str, Any]:
+        """What constrains one reply, shared by the streaming and the beam-search paths."""
+        return {
+            "mode": "voice" if self.mode == "voice" else "std",
+            "max_new_tokens": max_new,
+            "stop_ids": self._lm.stop_ids,
+            "allow_text": opts.allow_text,
+            "allow_speech": opts.allow_speech,
+            "allow_image": opts.allow_image,
+            "min_speech_codes": opts.min_speech_codes,
+            "max_speech_codes": opts.max_speech_codes,
+        }
+
     def reply(self, turn: Turn | None = None, options: ReplyOptions | None = None) -> ReplyStream:
         """Add `turn` (if any) and start generating the assistant's reply; iterate the stream for events."""
         self._check_idle()
@@ -328,17 +341,7 @@ class ConversationEngine:
         lm = self._lm
         job = _Job(
             pending=self._ids[self._cached :] + self._gen_prompt,
-            constraint=MioConstraint(
-                lm.vocab,
-                mode="voice" if self.mode == "voice" else "std",
-                max_new_tokens=max_new,
-                stop_ids=lm.stop_ids,
-                allow_text=opts.allow_text,
-                allow_speech=opts.allow_speech,
-                allow_image=opts.allow_image,
-                min_speech_codes=opts.min_speech_codes,
-                max_speech_codes=opts.max_speech_codes,
-            ),
+            constraint=MioConstraint(lm.vocab, **self._constraint_args(opts, max_new)),
             sampler=Sampler(params, lm.vocab.vocab_size, self._ids + self._gen_prompt),
             parser=StreamParser(lm.vocab, self._decode_text, stop_ids=lm.stop_ids),
             max_new_tokens=max_new,
@@ -364,24 +367,12 @@ class ConversationEngine:
         max_new, dropped = self._fit(opts.max_new_tokens or preset.max_new_tokens)
         lm = self._lm
         prompt = self._ids + self._gen_prompt
-        allowed = prefix_allowed_tokens_fn(
-            lm.vocab,
-            prompt_length=len(prompt),
-            mode="voice" if self.mode == "voice" else "std",
-            max_new_tokens=max_new,
-            stop_ids=lm.stop_ids,
-            allow_text=opts.allow_text,
-            allow_speech=opts.allow_speech,
-            allow_image=opts.allow_image,
-            min_speech_codes=opts.min_speech_codes,
-            max_speech_codes=opts.max_speech_codes,
-        )
+        constraint_args = self._constraint_args(opts, max_new)
+        allowed = prefix_allowed_tokens_fn(lm.vocab, prompt_length=len(prompt), **constraint_args)
         kwargs = preset.generate_kwargs() | {"max_new_tokens": max_new}
         job = _Job(
             pending=[],
-            constraint=MioConstraint(
-                lm.vocab, mode="voice" if self.mode == "voice" else "std", max_new_tokens=max_new
-            ),
+            constraint=MioConstraint(lm.vocab, **constraint_args),
             sampler=Sampler(preset.sampling_params(self.seed), lm.vocab.vocab_size),
             parser=StreamParser(lm.vocab, self._decode_text, stop_ids=lm.stop_ids),
             max_new_tokens=max_new,
