@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mio_agent.conversation import ImagePart, Part, SpeechPart, TextPart, Turn
-from mio_agent.vocab import CODEBOOK_SIZE, IMAGE_TOKENS_PER_IMAGE, MioVocab, TokenKind
+from mio_agent.vocab import CODEBOOK_SIZE, MioVocab, TokenKind
 
 __all__ = ["Segment", "close_reply", "common_prefix", "parts_from_ids"]
 
@@ -77,47 +77,24 @@ def close_reply(vocab: MioVocab, body: Sequence[int], stop_ids: Sequence[int]) -
 def parts_from_ids(
     vocab: MioVocab, ids: Sequence[int], decode_text: Callable[[Sequence[int]], str]
 ) -> tuple[Part, ...]:
-    """Structured parts of a well-formed reply body (as produced by close_reply)."""
+    """Structured parts of a well-formed reply body (as close_reply makes it), read by the parser."""
+    from mio_agent.parser import ImageBlock, SpeechBlock, StreamParser, TextDelta
+
+    parser = StreamParser(vocab, decode_text)
     parts: list[Part] = []
-    text: list[int] = []
-    block: list[int] | None = None
-    in_kind: TokenKind | None = None
-
-    def flush_text() -> None:
-        if text:
-            parts.append(TextPart(decode_text(text)))
+    text: list[str] = []
+    events = [ev for tid in ids for ev in parser.feed(tid)] + parser.finish("stop")
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            text.append(ev.text)
+            continue
+        if isinstance(ev, SpeechBlock | ImageBlock) and text:
+            parts.append(TextPart("".join(text)))
             text.clear()
-
-    for tid in ids:
-        kind, value = vocab.kind(tid)
-        if kind in (TokenKind.SPEECH_START, TokenKind.IMAGE_START):
-            flush_text()
-            block, in_kind = [], kind
-        elif kind is TokenKind.SPEECH_END and block is not None:
-            n = len(block)
-            if n % 4 == 0 and n and all(block[i] // CODEBOOK_SIZE == i // (n // 4) for i in range(n)):
-                q = n // 4
-                parts.append(
-                    SpeechPart(
-                        tuple(block[:q]),
-                        (
-                            tuple(c - CODEBOOK_SIZE for c in block[q : 2 * q]),
-                            tuple(c - 2 * CODEBOOK_SIZE for c in block[2 * q : 3 * q]),
-                            tuple(c - 3 * CODEBOOK_SIZE for c in block[3 * q :]),
-                        ),
-                    )
-                )
-            elif block and all(c < CODEBOOK_SIZE for c in block):
-                parts.append(SpeechPart(tuple(block)))
-            block, in_kind = None, None
-        elif kind is TokenKind.IMAGE_END and block is not None:
-            if len(block) == IMAGE_TOKENS_PER_IMAGE:
-                parts.append(ImagePart(tuple(block)))
-            block, in_kind = None, None
-        elif block is not None and kind in (TokenKind.SPEECH_CODE, TokenKind.IMAGE_CODE):
-            if (kind is TokenKind.SPEECH_CODE) == (in_kind is TokenKind.SPEECH_START):
-                block.append(value)
-        elif kind is TokenKind.TEXT:
-            text.append(tid)
-    flush_text()
+        if isinstance(ev, SpeechBlock):
+            parts.append(SpeechPart(ev.content, ev.timbre))
+        elif isinstance(ev, ImageBlock):
+            parts.append(ImagePart(ev.codes))
+    if text:
+        parts.append(TextPart("".join(text)))
     return tuple(parts)
