@@ -11,10 +11,12 @@ from mio_agent.exceptions import (
     EventError,
     MioAgentError,
     ModelFilesError,
+    PluginError,
     StoreError,
     SubscriptionClosed,
     VocabularyError,
 )
+from mio_agent.markers import hookimpl
 
 __version__ = "0.1.0"
 
@@ -27,8 +29,10 @@ __all__ = [
     "EventError",
     "MioAgentError",
     "ModelFilesError",
+    "PluginError",
     "StoreError",
     "SubscriptionClosed",
     "VocabularyError",
     "__version__",
+    "hookimpl",
 ]

@@ -8,6 +8,7 @@
      ├── ContextOverflowError   a single turn cannot fit in the model's context
      ├── CodecError             audio, image or code input a codec cannot take
      ├── EngineBusyError        a second reply was asked of one conversation at once
+     ├── PluginError            a plugin cannot load, declares something invalid, or failed
      ├── EventError             an event has a missing, unknown or malformed field (also a ValueError)
      ├── SubscriptionClosed     a bus subscription was read after it closed
      └── StoreError             the session store or a session's files cannot be opened, read or written
@@ -26,6 +27,7 @@ __all__ = [
     "EventError",
     "MioAgentError",
     "ModelFilesError",
+    "PluginError",
     "StoreError",
     "SubscriptionClosed",
     "VocabularyError",
@@ -79,3 +81,7 @@ class SubscriptionClosed(MioAgentError):
 
 class StoreError(MioAgentError):
     """The session store cannot be opened, read or written, or was asked for something it lacks."""
+
+
+class PluginError(MioAgentError):
+    """A plugin cannot be loaded, declares something invalid, or failed while it ran."""
