@@ -281,7 +281,7 @@ class Capability:
     preset: str
     prompt: str
     trigger: Trigger = Trigger()
-    prompt_source: PromptSource = "reference"
+    prompt_source: PromptSource = "project"
     covers: tuple[str, ...] = ()
     max_new_tokens: int | None = None
 

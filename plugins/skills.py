@@ -80,6 +80,7 @@ SKILLS: tuple[Capability, ...] = (
         prompt=_ASR,
         trigger=Trigger(keywords=("transcribe", "transcription"), needs=("speech",)),
         covers=("ASR",),
+        prompt_source="reference",
     ),
     Capability(
         name="speak",
@@ -91,6 +92,7 @@ SKILLS: tuple[Capability, ...] = (
         prompt=_TTS,
         trigger=Trigger(keywords=("read aloud", "read this aloud", "say this")),
         covers=("TTS",),
+        prompt_source="reference",
     ),
     Capability(
         name="speech_generation",
@@ -114,6 +116,7 @@ SKILLS: tuple[Capability, ...] = (
         prompt=_SPEECH_UNDERSTANDING,
         trigger=Trigger(explicit_only=True),
         covers=("speech understanding",),
+        prompt_source="reference",
     ),
     Capability(
         name="speech_to_speech",
@@ -125,6 +128,7 @@ SKILLS: tuple[Capability, ...] = (
         prompt="{speech}",
         trigger=Trigger(explicit_only=True),
         covers=("speech to speech",),
+        prompt_source="reference",
     ),
     Capability(
         name="describe_video",
