@@ -8,6 +8,7 @@
      ├── ContextOverflowError   a single turn cannot fit in the model's context
      ├── CodecError             audio, image or code input a codec cannot take
      ├── EngineBusyError        a second reply was asked of one conversation at once
+     ├── DeviceError            an audio or video device is missing, busy or cannot be opened
      ├── PluginError            a plugin cannot load, declares something invalid, or failed
      ├── EventError             an event has a missing, unknown or malformed field (also a ValueError)
      ├── SubscriptionClosed     a bus subscription was read after it closed
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "ContextOverflowError",
     "ConversationError",
+    "DeviceError",
     "EngineBusyError",
     "EventError",
     "MioAgentError",
@@ -85,3 +87,7 @@ class StoreError(MioAgentError):
 
 class PluginError(MioAgentError):
     """A plugin cannot be loaded, declares something invalid, or failed while it ran."""
+
+
+class DeviceError(MioAgentError):
+    """An audio or video device is missing, busy, or cannot be opened in any format we can convert."""

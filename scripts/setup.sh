@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# portaudio19-dev: PyAudio builds against it; libspeexdsp1: echo cancellation (loaded with ctypes);
 # espeak-ng: spoken test fixtures
-APT_PACKAGES=(espeak-ng)
+APT_PACKAGES=(portaudio19-dev libspeexdsp1 espeak-ng)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
