@@ -1,30 +1,6 @@
-"""Acoustic echo cancellation: the speaker's own sound removed from the microphone, with the played audio as reference.
+"""Acoustic echo cancellation: the speaker's own sound removed from the microphone, with the played audio as reference."""
 
-The canceller is speexdsp's (libspeexdsp, loaded with ctypes: no compiler and no Python binding
-needed, only the system library): a multi-delay block frequency-domain adaptive filter (MDF)
-that learns the loudspeaker-to-microphone path from the reference, with a foreground and a
-background filter so that double talk (the user speaking over the reply) does not wreck what
-it learnt, followed by speexdsp's preprocessor for residual echo suppression. Around it:
-alignment of the reference by play time (`PlaybackReference`), a GCC-PHAT delay estimator for
-paths the filter cannot reach, and a double-talk gate that tells the voice detector which
-frames can only be echo.
-
-Measured in `EchoRoom` (espeak-ng speech as the reply through a 48 kHz speaker, an echo path of
-20-250 ms delay, 6-12 dB attenuation and a 250 ms reverberant tail, -70 dBFS noise; see
-tests/runtime/test_echo.py): ERLE 25-45 dB once converged, which takes about 2 s of reply audio
-(3 s when the delay is 120 ms or more, or had to be estimated); no self-interruption over whole
-replies in any of those rooms, nor with 0 dB attenuation; the user speaking over the reply
-(same level, or 6 dB quieter) confirmed 0.2-0.25 s after their first sound (the segmenter's
-200 ms minimum included); about 0.25 ms of CPU per 20 ms frame.
-
-What it does not handle: while the filter converges (the first 2-3 s of the first reply of a
-session, or after a delay change), barge-in needs a voice louder than the echo by `margin_db`;
-an echo louder than the digital signal played (`max_coupling_db`, for loud speaker volumes and
-sensitive microphones; raise it) makes that phase leak or barge-in slower; strongly non-linear
-speakers (clipping, rattling) leave residual echo the linear filter cannot model; the room
-changing (someone moving the laptop) costs a second or two of re-adaptation; and sound from
-other programs, which is not in the reference, is not removed.
-"""
+# The algorithm, its measured figures, and what it does and does not handle: docs/audio.md.
 
 from __future__ import annotations
 

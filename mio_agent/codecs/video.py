@@ -1,15 +1,14 @@
-"""Video keyframes for MIO: one frame per scene, else about ten evenly spaced frames, in time order.
+"""Video keyframes for MIO: one frame per scene, else about ten evenly spaced frames, in time order."""
 
-MIO sees a video as a list of keyframes, each one image block. The reference picks them with
-PySceneDetect's ContentDetector (a cut where the mean HSV difference between consecutive frames
-reaches 27, scenes at least 15 frames long, the middle frame of each scene) and falls back to
-~10 uniformly spaced frames when it finds no cut. This module measures the same HSV difference
-directly with OpenCV (opencv-python-headless) instead of depending on PySceneDetect: that
-detector is a few lines of arithmetic over frames OpenCV already decodes (PySceneDetect decodes
-with OpenCV too), owning it lets one measure serve both finished files and a live camera stream
-fed frame by frame (`KeyframePicker`), and it avoids a second dependency whose Python API broke
-between releases (0.6's VideoManager, which the reference uses, is gone in 0.7).
-"""
+# MIO sees a video as a list of keyframes, each one image block. The reference picks them with
+# PySceneDetect's ContentDetector (a cut where the mean HSV difference between consecutive frames
+# reaches 27, scenes at least 15 frames long, the middle frame of each scene) and falls back to
+# ~10 uniformly spaced frames when it finds no cut. This module measures the same HSV difference
+# directly with OpenCV (opencv-python-headless) instead of depending on PySceneDetect: that
+# detector is a few lines of arithmetic over frames OpenCV already decodes (PySceneDetect decodes
+# with OpenCV too), owning it lets one measure serve both finished files and a live camera stream
+# fed frame by frame (`KeyframePicker`), and it avoids a second dependency whose Python API broke
+# between releases (0.6's VideoManager, which the reference uses, is gone in 0.7).
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""Band-limited polyphase resampling (Hann-windowed sinc), whole or as a stream with identical output.
+"""Band-limited polyphase resampling (Hann-windowed sinc), whole or as a stream with identical output."""
 
-The filter is the one torchaudio's `resample` uses by default (6 zero crossings, roll-off 0.99,
-Hann window), which is how MIO's reference prepares speech, so codes match it up to float
-rounding. Output sample j of a block of `new` outputs is a dot product of one of `new` kernels
-with an input window that slides by `orig` samples per block (rates reduced by their gcd).
-"""
+# The filter is the one torchaudio's `resample` uses by default (6 zero crossings, roll-off 0.99,
+# Hann window), which is how MIO's reference prepares speech, so codes match it up to float
+# rounding. Output sample j of a block of `new` outputs is a dot product of one of `new` kernels
+# with an input window that slides by `orig` samples per block (rates reduced by their gcd).
 
 from __future__ import annotations
 

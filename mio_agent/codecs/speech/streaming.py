@@ -1,34 +1,33 @@
-"""Streaming speech: decode codes to audio chunk by chunk, encode 20 ms frames to content codes as they come.
+"""Streaming speech: decode codes to audio chunk by chunk, encode 20 ms frames to content codes as they come."""
 
-Decoding. The decoder is a convolution, a one-directional LSTM, then upsampling convolutions.
-The stream carries the LSTM state from chunk to chunk and recomputes only the convolutions'
-context: `pre_margin_frames` (3) past the newest frame for the first convolution and
-`post_margin_frames` (4) each side of a chunk for the upsampling stack. Every output sample is
-therefore computed from exactly the inputs a whole decode would use, and the joined stream equals
-the whole decode up to float rounding (measured max abs difference 0 to 3e-7; tests allow 1e-5),
-so no crossfade is needed and there are no clicks. The price is a look-ahead of 7 frames (140 ms
-of audio, 7 codes per layer).
-
-MIO writes a spoken reply as N content codes, then N timbre0, N timbre1, N timbre2 codes. A
-faithful four-part decode of frame i needs all four layers at i, so it can only start in the
-timbre2 phase, after 3N of the block's 4N codes; from then on every timbre2 code completes a
-frame. Two modes, pick per use:
-- "full": four-part audio, the reference's quality; first audio after 3N + 4 + 7 codes.
-- "content": a preview from content codes alone (RVQ layer 1 through the same decoder): audio
-  from the 11th code on, but muffled and in a generic voice; timbre codes are checked and ignored.
-A player that wants both runs two decoders and switches at a frame boundary.
-
-Chunks grow: `first_chunk_frames` (small, for latency), then times `growth` up to
-`max_chunk_frames` (large chunks amortise the recomputed context and the per-call overhead).
-
-Encoding. The encoder ends in a bidirectional LSTM, so no code is final until the utterance is;
-the stream approximates. Its convolutional features are computed once, exactly, as audio arrives;
-codes come out `chunk_frames` at a time, each chunk encoded through the LSTM with
-`left_context_frames` of past and `lookahead_frames` of future features. A frame's code is out at
-most chunk + look-ahead + feature margin frames after it was spoken, so at the end of an
-utterance only that tail remains to encode. Chunked codes differ from whole-utterance codes where
-the truncated LSTM context moves an embedding across a codebook boundary (tests measure it).
-"""
+# Decoding. The decoder is a convolution, a one-directional LSTM, then upsampling convolutions.
+# The stream carries the LSTM state from chunk to chunk and recomputes only the convolutions'
+# context: `pre_margin_frames` (3) past the newest frame for the first convolution and
+# `post_margin_frames` (4) each side of a chunk for the upsampling stack. Every output sample is
+# therefore computed from exactly the inputs a whole decode would use, and the joined stream equals
+# the whole decode up to float rounding (measured max abs difference 0 to 3e-7; tests allow 1e-5),
+# so no crossfade is needed and there are no clicks. The price is a look-ahead of 7 frames (140 ms
+# of audio, 7 codes per layer).
+#
+# MIO writes a spoken reply as N content codes, then N timbre0, N timbre1, N timbre2 codes. A
+# faithful four-part decode of frame i needs all four layers at i, so it can only start in the
+# timbre2 phase, after 3N of the block's 4N codes; from then on every timbre2 code completes a
+# frame. Two modes, pick per use:
+# - "full": four-part audio, the reference's quality; first audio after 3N + 4 + 7 codes.
+# - "content": a preview from content codes alone (RVQ layer 1 through the same decoder): audio
+#   from the 11th code on, but muffled and in a generic voice; timbre codes are checked and ignored.
+# A player that wants both runs two decoders and switches at a frame boundary.
+#
+# Chunks grow: `first_chunk_frames` (small, for latency), then times `growth` up to
+# `max_chunk_frames` (large chunks amortise the recomputed context and the per-call overhead).
+#
+# Encoding. The encoder ends in a bidirectional LSTM, so no code is final until the utterance is;
+# the stream approximates. Its convolutional features are computed once, exactly, as audio arrives;
+# codes come out `chunk_frames` at a time, each chunk encoded through the LSTM with
+# `left_context_frames` of past and `lookahead_frames` of future features. A frame's code is out at
+# most chunk + look-ahead + feature margin frames after it was spoken, so at the end of an
+# utterance only that tail remains to encode. Chunked codes differ from whole-utterance codes where
+# the truncated LSTM context moves an embedding across a codebook boundary (tests measure it).
 
 from __future__ import annotations
 
