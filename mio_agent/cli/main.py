@@ -14,7 +14,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one subparser per command)."""
-    from mio_agent.cli import bench_cmd, chat_cmd, codec_cmds, doctor_cmd, plugins_cmd, prompt_cmd
+    from mio_agent.cli import bench_cmd, chat_cmd, codec_cmds, doctor_cmd, invoke_cmd, plugins_cmd, prompt_cmd
 
     parser = argparse.ArgumentParser(
         prog="mio-agent",
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mio-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (chat_cmd, prompt_cmd, doctor_cmd, plugins_cmd, bench_cmd):
+    for module in (chat_cmd, prompt_cmd, invoke_cmd, doctor_cmd, plugins_cmd, bench_cmd):
         module.register(sub)
     codec_cmds.register_tokenize(sub)
     codec_cmds.register_detokenize(sub)
