@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -20,6 +20,7 @@ __all__ = [
     "AudioSink",
     "AudioSource",
     "DeviceError",
+    "FrameSourceBase",
 ]
 
 SAMPLE_RATE = 16_000
@@ -129,3 +130,32 @@ class AudioSink(Protocol):
     async def __aenter__(self) -> AudioSink: ...
 
     async def __aexit__(self, *exc: object) -> None: ...
+
+
+class FrameSourceBase:
+    """`async for` and `async with` for a source that defines start(), read() and close()."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def read(self) -> AudioFrame | None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> AudioFrame:
+        frame = await self.read()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

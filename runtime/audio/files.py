@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from mio_agent.codecs.speech.audio import load_audio, to_model_rate
-from mio_agent.runtime.audio.base import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, AudioFrame, DeviceError
+from mio_agent.runtime.audio.base import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    AudioFrame,
+    DeviceError,
+    FrameSourceBase,
+)
 from mio_agent.runtime.audio.convert import to_int16
 from mio_agent.runtime.audio.jitter import BufferedSink
 
@@ -36,7 +43,7 @@ def frames_of(audio: np.ndarray, *, t0: float = 0.0, first_index: int = 0) -> li
     ]
 
 
-class FileMicSource:
+class FileMicSource(FrameSourceBase):
     """A WAV file (any rate, any channel count) as an `AudioSource`.
 
     The file is down-mixed and resampled to 16 kHz mono once, at `start`. Real-time mode delivers
@@ -95,22 +102,6 @@ class FileMicSource:
 
     async def close(self) -> None:
         self._closed = True
-
-    def __aiter__(self) -> FileMicSource:
-        return self
-
-    async def __anext__(self) -> AudioFrame:
-        frame = await self.read()
-        if frame is None:
-            raise StopAsyncIteration
-        return frame
-
-    async def __aenter__(self) -> FileMicSource:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 class FileSpeakerSink(BufferedSink):

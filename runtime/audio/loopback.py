@@ -11,7 +11,7 @@ import numpy as np
 
 from mio_agent.codecs.speech import StreamingResampler
 from mio_agent.codecs.speech.audio import load_audio, to_model_rate
-from mio_agent.runtime.audio.base import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, AudioFrame
+from mio_agent.runtime.audio.base import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, AudioFrame, FrameSourceBase
 from mio_agent.runtime.audio.convert import to_int16
 from mio_agent.runtime.audio.jitter import BufferedSink
 
@@ -180,7 +180,7 @@ class EchoRoom:
         return AudioFrame(to_int16(voice + echo + noise), t, i)
 
 
-class _RoomMic:
+class _RoomMic(FrameSourceBase):
     """The room's microphone (an `AudioSource`)."""
 
     def __init__(self, room: EchoRoom) -> None:
@@ -199,19 +199,3 @@ class _RoomMic:
 
     async def close(self) -> None:
         self._closed = True
-
-    def __aiter__(self) -> _RoomMic:
-        return self
-
-    async def __anext__(self) -> AudioFrame:
-        frame = await self.read()
-        if frame is None:
-            raise StopAsyncIteration
-        return frame
-
-    async def __aenter__(self) -> _RoomMic:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

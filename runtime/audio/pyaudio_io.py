@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mio_agent.runtime.audio.base import FRAME_MS, AudioFrame, DeviceError
+from mio_agent.runtime.audio.base import FRAME_MS, AudioFrame, DeviceError, FrameSourceBase
 from mio_agent.runtime.audio.convert import MicConverter, to_int16
 from mio_agent.runtime.audio.devices import DeviceInfo, DeviceKind, choose_device, devices_of, open_pyaudio
 from mio_agent.runtime.audio.jitter import BufferedSink
@@ -71,7 +71,7 @@ def _open_stream(
     )
 
 
-class MicrophoneSource:
+class MicrophoneSource(FrameSourceBase):
     """A microphone as an `AudioSource`: 20 ms frames of 16 kHz mono int16, whatever the device's format.
 
     PortAudio calls back on its own thread with raw blocks; the callback only stamps the time and
@@ -210,22 +210,6 @@ class MicrophoneSource:
         if self._queue.full():
             self._queue.get_nowait()
         self._queue.put_nowait(None)
-
-    def __aiter__(self) -> MicrophoneSource:
-        return self
-
-    async def __anext__(self) -> AudioFrame:
-        frame = await self.read()
-        if frame is None:
-            raise StopAsyncIteration
-        return frame
-
-    async def __aenter__(self) -> MicrophoneSource:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 def _stop(stream: Any) -> None:
