@@ -18,12 +18,17 @@ from mio_agent.exceptions import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "AudioConfig",
+    "CameraConfig",
     "CodecsConfig",
     "Config",
     "EngineConfig",
     "LogConfig",
     "ModelConfig",
+    "MqttConfig",
     "PluginsConfig",
+    "RouterConfig",
+    "ServerConfig",
     "SessionConfig",
     "load_config",
 ]
@@ -168,6 +173,97 @@ class LogConfig:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    """Microphone, speaker, voice activity and interruptions of the voice loop."""
+
+    section: ClassVar[str] = "audio"
+
+    input_device: str | None = field(
+        default=None, metadata=_meta("a device name (or part of one), an index, or null (the default)")
+    )
+    output_device: str | None = field(
+        default=None, metadata=_meta("a device name (or part of one), an index, or null (the default)")
+    )
+    echo_cancel: bool = field(default=True, metadata=_meta("true or false"))
+    vad: Literal["webrtc", "silero"] = field(default="webrtc", metadata=_meta('"webrtc" or "silero"'))
+    vad_aggressiveness: int = field(default=2, metadata=_meta("0, 1, 2 or 3", lambda v: 0 <= v <= 3))
+    pre_roll_ms: int = field(default=300, metadata=_meta("milliseconds, 0 or more", _non_negative))
+    min_speech_ms: int = field(default=200, metadata=_meta("milliseconds, 0 or more", _non_negative))
+    end_silence_ms: int = field(default=600, metadata=_meta("milliseconds, 0 or more", _non_negative))
+    barge_in_ms: int = field(
+        default=300, metadata=_meta("milliseconds of speech that interrupt a reply, 0 or more", _non_negative)
+    )
+    max_speech_s: float = field(default=30.0, metadata=_meta("a positive number of seconds", _positive))
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    """The camera (or a video file) whose keyframes join voice turns."""
+
+    section: ClassVar[str] = "camera"
+
+    device: str | None = field(
+        default=None, metadata=_meta("a camera index, a video file, or null (no camera)")
+    )
+    keep: int = field(default=4, metadata=_meta("a positive number of keyframes", _positive))
+    per_turn: int = field(default=1, metadata=_meta("keyframes added to a turn, 0 or more", _non_negative))
+    fps: float = field(default=5.0, metadata=_meta("frames per second looked at, positive", _positive))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The WebSocket server (`mio-agent serve`)."""
+
+    section: ClassVar[str] = "server"
+
+    host: str = field(default="127.0.0.1", metadata=_meta("an address to bind", _non_empty))
+    port: int = field(
+        default=8765, metadata=_meta("a port number (0: any free port)", lambda v: 0 <= v < 65536)
+    )
+    token: str | None = field(default=None, metadata=_meta("a secret string or null", _non_empty))
+    allowed_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("a list of Origins browsers may connect from (same host is always allowed)"),
+    )
+    max_sessions: int = field(default=64, metadata=_meta("a positive integer", _positive))
+    max_sessions_per_client: int = field(default=8, metadata=_meta("a positive integer", _positive))
+    max_message_bytes: int = field(default=8 << 20, metadata=_meta("a positive number of bytes", _positive))
+    replay_events: int = field(default=1024, metadata=_meta("a positive number of events", _positive))
+    send_queue: int = field(default=512, metadata=_meta("a positive number of messages", _positive))
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The MQTT bridge: events published under `prefix`, commands read from `prefix`/<session>/command."""
+
+    section: ClassVar[str] = "mqtt"
+
+    enabled: bool = field(default=False, metadata=_meta("true or false"))
+    host: str = field(default="localhost", metadata=_meta("a broker host name or address", _non_empty))
+    port: int = field(default=1883, metadata=_meta("a port number", lambda v: 0 < v < 65536))
+    prefix: str = field(default="mio-agent", metadata=_meta("a topic prefix without wildcards", _non_empty))
+    username: str | None = field(default=None, metadata=_meta("a user name or null"))
+    password: str | None = field(default=None, metadata=_meta("a password or null"))
+    client_id: str | None = field(default=None, metadata=_meta("an MQTT client id or null (generated)"))
+    publish_audio: bool = field(default=False, metadata=_meta("true or false"))
+    queue: int = field(
+        default=1000, metadata=_meta("a positive number of messages kept while offline", _positive)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Routing voice turns to capabilities."""
+
+    section: ClassVar[str] = "router"
+
+    transcribe: Literal["auto", "always", "never"] = field(
+        default="auto",
+        metadata=_meta('"auto" (when a capability has spoken triggers), "always" or "never"'),
+    )
+
+
 _SECTIONS: tuple[type[Any], ...] = (
     ModelConfig,
     CodecsConfig,
@@ -175,6 +271,11 @@ _SECTIONS: tuple[type[Any], ...] = (
     SessionConfig,
     PluginsConfig,
     LogConfig,
+    AudioConfig,
+    CameraConfig,
+    ServerConfig,
+    MqttConfig,
+    RouterConfig,
 )
 _BY_NAME: dict[str, type[Any]] = {cls.section: cls for cls in _SECTIONS}
 
@@ -189,6 +290,11 @@ class Config:
     session: SessionConfig = field(default_factory=SessionConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dicts (lists for tuples), ready for yaml.safe_dump or json.dumps."""

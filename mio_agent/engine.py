@@ -122,6 +122,8 @@ class ConversationEngine:
         self._busy = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mio-engine")
         self._replies = 0
+        # a user turn still growing (speech so far) at the end of `_ids`, not yet one of `_segments`
+        self._staged: Segment | None = None
 
     # -- inspection -------------------------------------------------------------------------
     @property
@@ -150,16 +152,52 @@ class ConversationEngine:
         self._cached = 0
 
     # -- history edits ----------------------------------------------------------------------
-    def add_turn(self, turn: Turn) -> None:
-        """Append a whole user (or injected assistant) turn; it is prefilled lazily."""
+    @property
+    def staged(self) -> Turn | None:
+        """The turn put in place by `stage_turn` and not yet committed, if any."""
+        return None if self._staged is None else self._staged.turn
+
+    def stage_turn(self, turn: Turn | None) -> None:
+        """Put a turn that is still growing (e.g. the user's speech so far) at the end of the history,
+        so `prefill()` can work on it while the user speaks.
+
+        Each call replaces the previous staged turn; the cache keeps every id the two have in
+        common, so growing speech costs only its new codes (and the few closing ids after them).
+        `add_turn`/`reply` commit the final turn the same way; None withdraws it (a false start).
+        """
         self._check_idle()
+        base = self._ids if self._staged is None else self._ids[: self._staged.start]
+        if turn is None:
+            self._staged = None
+            self._set_ids(list(base))
+            return
         ids = encode_text(self._lm.tokenizer, turn_segment(turn))
-        self._segments.append(Segment(turn.role, len(self._ids), len(self._ids) + len(ids), turn))
-        self._ids.extend(ids)
+        self._staged = Segment(turn.role, len(base), len(base) + len(ids), turn)
+        self._set_ids(list(base) + ids)
+
+    def add_turn(self, turn: Turn) -> None:
+        """Append a whole user (or injected assistant) turn; it is prefilled lazily.
+
+        A staged turn is replaced by this one (keeping the cache for what they share)."""
+        self._check_idle()
+        base = self._ids if self._staged is None else self._ids[: self._staged.start]
+        self._staged = None
+        ids = encode_text(self._lm.tokenizer, turn_segment(turn))
+        self._segments.append(Segment(turn.role, len(base), len(base) + len(ids), turn))
+        self._set_ids(list(base) + ids)
 
     def replace_last_reply(self, parts: Sequence[Part]) -> None:
         """Rewrite the last assistant turn, e.g. to what playback actually reached after a barge-in."""
         self._check_idle()
+        staged = self.staged
+        if staged is not None:
+            # the user is already speaking again: cut the reply under their staged turn
+            self.stage_turn(None)
+            try:
+                self.replace_last_reply(parts)
+            finally:
+                self.stage_turn(staged)
+            return
         last = self._segments[-1]
         if last.role != "assistant":
             raise ValueError("the last turn is not an assistant reply")
@@ -331,6 +369,8 @@ class ConversationEngine:
         """Add `turn` (if any) and start generating the assistant's reply; iterate the stream for events."""
         self._check_idle()
         opts = options or ReplyOptions()
+        if turn is None and self._staged is not None:
+            turn = self._staged.turn
         if turn is not None:
             self.add_turn(turn)
         preset = get_preset(opts.preset) if opts.preset else self.preset
@@ -361,6 +401,8 @@ class ConversationEngine:
         """
         self._check_idle()
         opts = options or ReplyOptions()
+        if turn is None and self._staged is not None:
+            turn = self._staged.turn
         if turn is not None:
             self.add_turn(turn)
         preset = get_preset(opts.preset) if opts.preset else self.preset
@@ -498,8 +540,9 @@ class ReplyStream:
             self._buffer.extend(events)
 
     async def _finalize(self, delivered: int) -> ReplyResult:
+        await asyncio.shield(self._future)
+        # the consumer (at the end of the stream) and `cancel` may both get here: commit once
         if self.result is None:
-            await asyncio.shield(self._future)
             self.result = self._engine._commit(self._job, delivered, self._prompt_tokens, self._dropped)
         return self.result
 

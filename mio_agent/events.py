@@ -24,21 +24,30 @@ __all__ = [
     "Event",
     "EventError",
     "Family",
+    "ImageIn",
     "ImageOut",
     "InputEvent",
+    "InputLevel",
     "Interrupt",
+    "InvokeCapability",
     "MetricValue",
     "Metrics",
+    "Mute",
     "OutputEvent",
     "PlaybackClear",
+    "PlaybackProgress",
+    "RouteDecided",
+    "SessionState",
     "SpeechCodes",
     "TextDelta",
     "TextIn",
+    "Transcript",
     "TurnEnded",
     "TurnMode",
     "TurnStarted",
     "UserSpeechEnded",
     "UserSpeechStarted",
+    "UserTurn",
     "VideoFrame",
     "binary_payloads",
     "event_from_dict",
@@ -185,6 +194,40 @@ class UserSpeechEnded(InputEvent):
     duration_s: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageIn(InputEvent):
+    """An image the user sent or attached (PNG or JPEG bytes); it joins the next turn."""
+
+    type: ClassVar[str] = "image.in"
+
+    data: bytes = field(repr=False)
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvokeCapability(InputEvent):
+    """Run the capability `name` on `text` and, if given, `image` (PNG or JPEG bytes)."""
+
+    type: ClassVar[str] = "capability.invoke"
+
+    name: str
+    text: str = ""
+    image: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaybackProgress(InputEvent):
+    """A client played `played_ms` milliseconds of turn `turn`'s audio (so a barge-in cuts the context there)."""
+
+    type: ClassVar[str] = "playback.progress"
+
+    played_ms: float
+
+    def __post_init__(self) -> None:
+        if self.played_ms < 0:
+            raise EventError(f"{self.type}: played_ms must be 0 or more, got {self.played_ms}")
+
+
 # -- output family --------------------------------------------------------------------------------
 
 
@@ -312,6 +355,56 @@ class ErrorEvent(OutputEvent):
     recoverable: bool = True
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserTurn(OutputEvent):
+    """A user turn went to the agent: its text, seconds of speech, and which camera keyframes joined it."""
+
+    type: ClassVar[str] = "user.turn"
+
+    text: str = ""
+    speech_s: float = 0.0
+    images: int = 0
+    keyframes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transcript(OutputEvent):
+    """What the user said, as text (from MIO's speech recognition or an ASR plugin)."""
+
+    type: ClassVar[str] = "user.transcript"
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteDecided(OutputEvent):
+    """The router's choice for a turn: `capability` ("" = the plain reply) and why."""
+
+    type: ClassVar[str] = "route.decided"
+
+    capability: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionState(OutputEvent):
+    """What the session is doing now, for status lines and home automation."""
+
+    type: ClassVar[str] = "session.state"
+
+    state: Literal["listening", "hearing", "thinking", "speaking", "muted", "closed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputLevel(OutputEvent):
+    """Microphone level (dBFS, about ten a second) and whether the voice detector hears speech."""
+
+    type: ClassVar[str] = "input.level"
+
+    dbfs: float
+    speech: bool
+
+
 # -- control family -------------------------------------------------------------------------------
 
 
@@ -324,6 +417,15 @@ class Interrupt(ControlEvent):
     reason: str = "user"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mute(ControlEvent):
+    """Stop (`muted` true) or resume listening to the microphone."""
+
+    type: ClassVar[str] = "mute"
+
+    muted: bool
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -332,6 +434,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TextIn,
         UserSpeechStarted,
         UserSpeechEnded,
+        ImageIn,
+        InvokeCapability,
+        PlaybackProgress,
         TurnStarted,
         TextDelta,
         SpeechCodes,
@@ -342,7 +447,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CapabilityProgress,
         Metrics,
         ErrorEvent,
+        UserTurn,
+        Transcript,
+        RouteDecided,
+        SessionState,
+        InputLevel,
         Interrupt,
+        Mute,
     )
 }
 """Every concrete event class by its `type` name."""

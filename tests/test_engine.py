@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -181,5 +182,58 @@ async def test_beam_search_reply_joins_history_and_cache(lm: LoadedModel) -> Non
         torch.testing.assert_close(
             await engine.peek_logits(), scratch_logits(lm, list(engine.ids) + gen), atol=1e-4, rtol=1e-4
         )
+    finally:
+        engine.close()
+
+
+async def test_staged_speech_is_prefilled_while_growing_and_the_reply_matches_a_fresh_engine(
+    lm: LoadedModel,
+) -> None:
+    """Staging a growing speech turn prefills it early; the final turn costs only its tail, and the
+    next-token logits equal those of an engine that got the whole turn at once."""
+    from mio_agent.conversation import SpeechPart, TextPart, Turn
+    from mio_agent.engine import ConversationEngine
+
+    codes = [(7 * i) % 1024 for i in range(60)]
+    staged = ConversationEngine(lm, mode="voice", seed=1)
+    whole = ConversationEngine(lm, mode="voice", seed=1)
+    try:
+        for n in (10, 25, 40):
+            staged.stage_turn(Turn("user", (SpeechPart(tuple(codes[:n])),)))
+            await staged.prefill()
+            assert staged.cached_tokens == len(staged.ids)
+        # the staged turn is not a committed turn yet
+        assert staged.turns == ()
+        final = Turn("user", (SpeechPart(tuple(codes)),))
+        staged.add_turn(final)
+        before = staged.cached_tokens
+        assert before > len(staged.ids) - 40  # only the tail (20 codes + closing ids) is left
+        whole.add_turn(final)
+        assert staged.ids == whole.ids
+        a = await staged.peek_logits()
+        b = await whole.peek_logits()
+        assert (a - b).abs().max().item() < 1e-4
+        # withdrawing a staged turn (a false start) restores the history exactly
+        ids = staged.ids
+        staged.stage_turn(Turn("user", (TextPart("cough"),)))
+        assert staged.ids != ids
+        staged.stage_turn(None)
+        assert staged.ids == ids and staged.staged is None
+    finally:
+        staged.close()
+        whole.close()
+
+
+async def test_cancel_racing_the_end_of_a_reply_commits_it_once(lm: LoadedModel) -> None:
+    """A barge-in that lands just as the reply ends must not write the reply into the history twice."""
+    from mio_agent.conversation import TextPart, Turn
+    from mio_agent.engine import ConversationEngine, ReplyOptions
+
+    engine = ConversationEngine(lm, mode="voice", seed=2)
+    try:
+        stream = engine.reply(Turn("user", (TextPart("hi"),)), ReplyOptions(max_new_tokens=8))
+        # the end of the stream and a cancel both finalize while the worker is still finishing
+        await asyncio.gather(stream._finalize(0), stream.cancel())
+        assert [t.role for t in engine.turns] == ["user", "assistant"]
     finally:
         engine.close()

@@ -68,6 +68,15 @@ def samples() -> list[Event]:
         Metrics(**S, stage="prefill", seconds=0.031, extra={"tokens": 120, "device": "cpu", "cached": True}),
         ErrorEvent(**S, code="codec", message="bad audio", recoverable=False),
         Interrupt(**S, reason="barge-in"),
+        events.ImageIn(**S, data=b"\x89PNG...", name="cat.png"),
+        events.InvokeCapability(**S, name="image_editing", text="winter", image=b"\xff\xd8jpeg"),
+        events.PlaybackProgress(**S, played_ms=1234.5),
+        events.UserTurn(**S, text="hi", speech_s=1.5, images=1, keyframes=(3, 9)),
+        events.Transcript(**S, text="make it winter"),
+        events.RouteDecided(**S, capability="image_editing", reason="trigger 'winter'"),
+        events.SessionState(**S, state="speaking"),
+        events.InputLevel(**S, dbfs=-23.5, speech=True),
+        events.Mute(**S, muted=True),
     ]
 
 
@@ -85,9 +94,9 @@ def test_all_is_complete() -> None:
         assert hasattr(events, name), name
 
 
-def test_only_interrupt_and_playback_clear_are_control() -> None:
+def test_only_interrupt_mute_and_playback_clear_are_control() -> None:
     control = {name for name, cls in EVENT_TYPES.items() if cls.control}
-    assert control == {"interrupt", "playback.clear"}
+    assert control == {"interrupt", "playback.clear", "mute"}
     assert Interrupt.family == "control"
     assert TextIn.family == "input" and AudioIn.family == "input" and VideoFrame.family == "input"
     assert TextDelta.family == "output" and TurnEnded.family == "output"
@@ -116,7 +125,14 @@ def test_turn_mode_mirrors_conversation_mode() -> None:
 
 
 def test_binary_event_types() -> None:
-    assert set(BINARY_EVENT_TYPES) == {"audio.in", "video.frame", "audio.out", "image.out"}
+    assert set(BINARY_EVENT_TYPES) == {
+        "audio.in",
+        "video.frame",
+        "audio.out",
+        "image.out",
+        "image.in",
+        "capability.invoke",
+    }
 
 
 @pytest.mark.parametrize("ev", samples(), ids=lambda ev: ev.type)

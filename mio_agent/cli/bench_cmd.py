@@ -8,16 +8,26 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["register", "run"]
+__all__ = ["BENCHMARKS_GROUP", "register", "run"]
+
+BENCHMARKS_GROUP = "mio_agent.benchmarks"
+"""Entry-point group of benchmarks outside the core (the runtime's voice and transport ones):
+each is a function taking the parsed arguments and returning the figures as a dict."""
+
+
+def _external() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=BENCHMARKS_GROUP)}
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "bench",
-        help="run a benchmark (engine, codecs) and print one JSON line",
+        help="run a benchmark (engine, codecs, voice, transport) and print one JSON line",
         description="Benchmarks measure side by side in one run and print ratios; see bench/README.md.",
     )
-    p.add_argument("what", choices=["engine", "codecs"], help="what to measure")
+    p.add_argument("what", choices=["engine", "codecs", *sorted(_external())], help="what to measure")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0)
@@ -41,7 +51,10 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.what == "engine":
+    external = _external()
+    if args.what in external:
+        figures = external[args.what].load()(args)
+    elif args.what == "engine":
         figures = _engine(args)
     else:
         from mio_agent.benchmarks.codecs import bench_codecs

@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from mio_agent import __version__
 from mio_agent.exceptions import MioAgentError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS_GROUP", "build_parser", "main"]
+
+COMMANDS_GROUP = "mio_agent.commands"
+"""Entry-point group of `register(subparsers)` functions adding commands (the runtime's, a plugin's)."""
+
+log = logging.getLogger(__name__)
+
+
+def _register_external(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands from other packages (the runtime, the TUI, plugins), found through entry points."""
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ModuleNotFoundError as exc:
+            # an optional part that is not installed: its commands are simply absent
+            log.debug("commands %s not available: %s", ep.name, exc)
+            continue
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            print(f"mio-agent: warning: commands of {ep.value} failed to load: {exc}", file=sys.stderr)
+            continue
+        register(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     codec_cmds.register_tokenize(sub)
     codec_cmds.register_detokenize(sub)
+    _register_external(sub)
     return parser
 
 

@@ -1,0 +1,126 @@
+"""Many sessions on one model: opening, finding, logging and closing them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mio_agent.bus import EventBus, Subscription
+from mio_agent.conversation import Mode
+from mio_agent.engine import ReplyOptions
+from mio_agent.events import Event
+from mio_agent.exceptions import SubscriptionClosed
+from mio_agent.runtime.playback import PlaybackControl
+from mio_agent.runtime.session import Session
+from mio_agent.session_log import SessionLog
+
+if TYPE_CHECKING:
+    from mio_agent.runtime.resources import Resources
+
+__all__ = ["LOG_QUEUE", "SessionHub"]
+
+log = logging.getLogger(__name__)
+
+LOG_QUEUE = 4096
+"""Events the log writer may fall behind by before the bus queues past it (it never drops)."""
+
+
+class _LogWriter:
+    """Writes every event of a session to its SessionLog from a worker thread, in batches."""
+
+    def __init__(self, session_log: SessionLog, bus: EventBus) -> None:
+        self.log = session_log
+        self._sub: Subscription = bus.subscribe("session-log", maxsize=LOG_QUEUE, policy="block")
+        self._task = asyncio.create_task(self._run(), name=f"log-{session_log.session_id}")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batch = [await self._sub.get()]
+            except SubscriptionClosed:
+                return
+            while self._sub.pending:
+                batch.append(await self._sub.get())
+            await asyncio.to_thread(self._write, batch)
+
+    def _write(self, batch: list[Event]) -> None:
+        for ev in batch:
+            try:
+                self.log.write(ev)
+            except Exception:  # a full disk must not stop the conversation; say it once per batch
+                log.exception("session log %s: cannot write %s", self.log.session_id, ev.type)
+                return
+
+    async def close(self, status: str) -> None:
+        self._sub.close("session closed", drain=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await asyncio.to_thread(self.log.close, status)
+
+
+class SessionHub:
+    """The live sessions of one process, sharing `res` (one model, many conversations).
+
+    With `log_root`, each session writes events.jsonl, its audio and the store under
+    `log_root/<session id>/` (SessionLog); None keeps nothing on disk.
+    """
+
+    def __init__(self, res: Resources, *, log_root: str | Path | None = None) -> None:
+        self.res = res
+        self.log_root = Path(log_root) if log_root is not None else None
+        self._sessions: dict[str, Session] = {}
+        self._logs: dict[str, _LogWriter] = {}
+
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        return tuple(self._sessions.values())
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    async def open(
+        self,
+        session_id: str | None = None,
+        mode: Mode | None = None,
+        *,
+        playback: PlaybackControl | None = None,
+        reply_options: ReplyOptions | None = None,
+    ) -> Session:
+        """The live session `session_id`, or a new one (resuming its log folder if it exists)."""
+        if session_id is not None and session_id in self._sessions:
+            return self._sessions[session_id]
+        session_log: SessionLog | None = None
+        if self.log_root is not None:
+            config = self.res.config.to_dict()
+            if session_id is not None and (self.log_root / session_id).is_dir():
+                session_log = await asyncio.to_thread(SessionLog.resume, self.log_root, session_id)
+            else:
+                session_log = await asyncio.to_thread(
+                    SessionLog.start, self.log_root, mode=mode or self.res.config.engine.mode, config=config
+                )
+            session_id = session_log.session_id
+        session = Session(
+            self.res, session_id=session_id, mode=mode, playback=playback, reply_options=reply_options
+        )
+        if session_log is not None:
+            self._logs[session.id] = _LogWriter(session_log, session.bus)
+        self._sessions[session.id] = session
+        await session.start()
+        return session
+
+    async def close_session(self, session_id: str, status: str = "closed") -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        await session.close()
+        writer = self._logs.pop(session_id, None)
+        if writer is not None:
+            await writer.close(status)
+        session.bus.close("the session closed")
+
+    async def aclose(self, status: str = "closed") -> None:
+        for session_id in list(self._sessions):
+            await self.close_session(session_id, status)
