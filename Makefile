@@ -5,6 +5,9 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
+	bash scripts/run.sh
+
+chat: setup
 	.venv/bin/mio-agent chat
 
 test: setup
@@ -15,4 +18,6 @@ test: setup
 
 bench: setup
 	.venv/bin/mio-agent bench engine
+	.venv/bin/mio-agent bench codecs
+	.venv/bin/mio-agent bench voice
 

@@ -106,7 +106,8 @@ class CapabilityContext:
     `engine_factory(mode)` builds a new ConversationEngine in that mode; engines made through
     `engine()` are closed when the run ends. `max_new_tokens` caps every reply (None: the
     capability's own budget). `on_progress` is called with every progress event built by
-    `progress()`, for hosts that show progress outside the event stream.
+    `progress()`, for hosts that show progress outside the event stream. `voice` says the user
+    is talking by voice, so a capability should say its results aloud too (e.g. a confirmation).
     """
 
     parts: tuple[Part, ...]
@@ -116,6 +117,7 @@ class CapabilityContext:
     max_new_tokens: int | None = None
     on_progress: Callable[[CapabilityProgress], None] | None = None
     capability: str = ""
+    voice: bool = False
     _engines: list[ConversationEngine] = field(default_factory=list, repr=False)
     _streams: list[AsyncGenerator[OutputEvent, None]] = field(default_factory=list, repr=False)
 

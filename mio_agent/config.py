@@ -262,6 +262,12 @@ class RouterConfig:
         default="auto",
         metadata=_meta('"auto" (when a capability has spoken triggers), "always" or "never"'),
     )
+    transcriber: str = field(
+        default="transcribe",
+        metadata=_meta(
+            "the name of a capability turning speech into text (e.g. an ASR plugin's)", _non_empty
+        ),
+    )
 
 
 _SECTIONS: tuple[type[Any], ...] = (

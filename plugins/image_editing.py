@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from mio_agent import hookimpl
 from mio_agent.capability import Capability, CapabilityContext, Trigger, render_prompt
+from mio_agent.conversation import TextPart
 from mio_agent.engine import ReplyOptions
 from mio_agent.events import ImageOut, OutputEvent, TextDelta
+from mio_agent.plugins.skills import TTS_PROMPT
 
 __all__ = ["IMAGE_EDITING", "ImageEditing", "mio_agent_capabilities"]
 
@@ -36,7 +38,14 @@ class ImageEditing(Capability):
             yield ctx.error("capability.no_output", "image editing produced no image; try again")
             return
         yield ctx.progress(1, 2, "image edited")
-        yield TextDelta(session=ctx.session, turn=ctx.turn, text=f"Here is the edited image: {ctx.text}.")
+        confirmation = f"Here is the edited image: {ctx.text}."
+        yield TextDelta(session=ctx.session, turn=ctx.turn, text=confirmation)
+        if ctx.voice:
+            # a voice user hears the confirmation too, spoken by MIO with its text-to-speech prompt
+            speech = render_prompt(TTS_PROMPT, (TextPart(confirmation),), capability=self.name)
+            tts = ReplyOptions(preset="tts", allow_text=False, allow_image=False, max_speech_codes=250)
+            async for ev in ctx.stream(ctx.engine("voice"), speech, tts):
+                yield ev
         yield ctx.progress(2, 2, "done")
 
 

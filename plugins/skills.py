@@ -5,13 +5,17 @@ from __future__ import annotations
 from mio_agent import hookimpl
 from mio_agent.capability import Capability, Trigger
 
-__all__ = ["SKILLS", "mio_agent_capabilities"]
+__all__ = [
+    "SKILLS",
+    "TTS_PROMPT",
+    "mio_agent_capabilities",
+]
 
 # an image block is 34 tokens (markers included) and the stop token one more: room for exactly one
 _ONE_IMAGE = 40
 # reference prompts (mio-format.md), verbatim
 _ASR = "Please transcribe this speech.\n{speech}"
-_TTS = (
+TTS_PROMPT = _TTS = (
     "The transcription is ``{text}''. Please generate a speech according to the given transcription. "
     "Start with <spch>."
 )

@@ -69,6 +69,7 @@ class AgentTurn:
         publish: Callable[[Event], None],
         playback: PlaybackControl,
         executor: Executor,
+        voice: bool = False,
     ) -> None:
         self.res = res
         self.session = session
@@ -77,6 +78,7 @@ class AgentTurn:
         self._playback = playback
         self._executor = executor
         self.interrupted = False
+        self.voice = voice
         self.reason: EndReason = "completed"
         self.task: asyncio.Task[None] | None = None
         self._stream: ReplyStream | None = None
@@ -234,6 +236,7 @@ class AgentTurn:
             session=self.session,
             turn=self.turn,
             capability=cap.name,
+            voice=self.voice,
         )
         try:
             async for ev in run_capability(cap, ctx):

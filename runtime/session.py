@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mio_agent.bus import EventBus
 from mio_agent.capability import RouteContext, RouteDecision
-from mio_agent.conversation import ImagePart, Mode, Part, TextPart, Turn
+from mio_agent.conversation import ImagePart, Mode, Part, SpeechPart, TextPart, Turn
 from mio_agent.engine import ReplyOptions
 from mio_agent.events import (
     AudioIn,
@@ -113,6 +113,7 @@ class Session:
         self._muted = False
         self._levels: list[float] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._transcripts: dict[int, str] = {}
         self.dropped_audio = 0
         self.repeated_failures = 0
         self._last_failure = ""
@@ -419,6 +420,7 @@ class Session:
             publish=self.publish,
             playback=self.playback,
             executor=self._decode_pool,
+            voice=self.mode == "voice",
         )
         self._agent = agent
         self._set_state("thinking")
@@ -426,7 +428,11 @@ class Session:
             if self.engine.staged is not None:
                 self.engine.stage_turn(None)
             cap = self.res.plugins.capability(decision.capability)
-            parts = _with_text(turn.parts, decision.text) if decision.text else turn.parts
+            # a spoken request reaches a capability as its transcript (and its speech, if it takes speech)
+            said = decision.text or self._transcripts.get(n, "")
+            parts = _with_text(turn.parts, said) if said else turn.parts
+            if "speech" not in cap.inputs:
+                parts = tuple(p for p in parts if not isinstance(p, SpeechPart))
             if "image" in cap.inputs and not any(isinstance(p, ImagePart) for p in parts):
                 recent = self.images.recent()
                 if recent is not None:
@@ -452,6 +458,8 @@ class Session:
                 self.res, turn, session=self.id, turn_no=n, publish=self.bus.publish
             )
             times.transcribe_s = time.perf_counter() - t0
+            if transcript:
+                self._transcripts = {n: transcript}
         context = RouteContext(
             mode="voice" if self.mode == "voice" else "std",
             transcript=transcript,

@@ -20,7 +20,7 @@ __all__ = ["TRANSCRIBE_CAPABILITY", "TRANSCRIPT_TOKENS", "needs_transcript", "tr
 log = logging.getLogger(__name__)
 
 TRANSCRIBE_CAPABILITY = "transcribe"
-"""The capability that turns speech into text; a plugin may provide its own under this name."""
+"""MIO's own speech recognition; `router.transcriber` may name an ASR plugin's capability instead."""
 TRANSCRIPT_TOKENS = 64
 """Enough for the sentence of a spoken command; longer speech is cut (routing needs its start)."""
 
@@ -31,7 +31,8 @@ def needs_transcript(res: Resources, turn: Turn) -> bool:
     if mode == "never" or not any(isinstance(p, SpeechPart) for p in turn.parts):
         return False
     caps = res.capabilities()
-    if not any(c.name == TRANSCRIBE_CAPABILITY for c in caps):
+    asr = res.config.router.transcriber
+    if not any(c.name == asr for c in caps):
         return False
     if mode == "always":
         return True
@@ -39,7 +40,7 @@ def needs_transcript(res: Resources, turn: Turn) -> bool:
     return any(
         (c.trigger.keywords or c.trigger.patterns) and not c.trigger.explicit_only
         for c in caps
-        if c.name != TRANSCRIBE_CAPABILITY
+        if c.name not in (TRANSCRIBE_CAPABILITY, asr)
     )
 
 
@@ -48,7 +49,7 @@ async def transcribe(
 ) -> str | None:
     """The turn's speech as text (published as a `user.transcript` event); None if it failed."""
     try:
-        cap = res.plugins.capability(TRANSCRIBE_CAPABILITY)
+        cap = res.plugins.capability(res.config.router.transcriber)
     except PluginError:
         return None
     parts = tuple(p for p in turn.parts if isinstance(p, SpeechPart))
