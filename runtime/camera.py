@@ -109,8 +109,15 @@ class CameraSource:
                 if w > self.max_width:
                     bgr = cv2.resize(bgr, (self.max_width, h * self.max_width // w))
                 rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+                # a file's frames are stamped on its own timeline (also when read fast), so scene
+                # changes are judged by the video's time, not by how fast it was read
                 ev = VideoFrame(
-                    session=self.session, turn=0, width=rgb.shape[1], height=rgb.shape[0], rgb=rgb.tobytes()
+                    session=self.session,
+                    turn=0,
+                    t=t0 + t,
+                    width=rgb.shape[1],
+                    height=rgb.shape[0],
+                    rgb=rgb.tobytes(),
                 )
                 self.frames += 1
                 loop.call_soon_threadsafe(on_frame, ev)
