@@ -12,6 +12,7 @@
      ├── PluginError            a plugin cannot load, declares something invalid, or failed
      ├── EventError             an event has a missing, unknown or malformed field (also a ValueError)
      ├── SubscriptionClosed     a bus subscription was read after it closed
+     ├── ProtocolError          a WebSocket message or frame breaks the protocol
      └── StoreError             the session store or a session's files cannot be opened, read or written
 
 Messages name what failed and how to fix it.
@@ -30,6 +31,7 @@ __all__ = [
     "MioAgentError",
     "ModelFilesError",
     "PluginError",
+    "ProtocolError",
     "StoreError",
     "SubscriptionClosed",
     "VocabularyError",
@@ -91,3 +93,12 @@ class PluginError(MioAgentError):
 
 class DeviceError(MioAgentError):
     """An audio or video device is missing, busy, or cannot be opened in any format we can convert."""
+
+
+class ProtocolError(MioAgentError):
+    """A WebSocket message or frame that breaks the protocol (docs/protocol.md): what and why."""
+
+    def __init__(self, message: str, *, code: str = "protocol.invalid", ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.ref = ref

@@ -1,0 +1,191 @@
+"""JSON messages of the protocol: what a client may send (validated), and what the server sends."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mio_agent.events import Event, event_to_dict
+from mio_agent.exceptions import ProtocolError
+
+__all__ = [
+    "CLIENT_MESSAGES",
+    "MAX_TEXT_CHARS",
+    "PROTOCOL_VERSION",
+    "ClientMessage",
+    "decode_client_message",
+    "encode_json",
+    "error_message",
+    "event_message",
+    "welcome_message",
+]
+
+PROTOCOL_VERSION = 1
+MAX_TEXT_CHARS = 20_000
+"""Longest text a message field may hold (a typed turn is far shorter)."""
+
+_INT = "an integer"
+_NUM = "a number"
+_STR = "a string"
+_BOOL = "true or false"
+
+# type -> field -> (kind, required); kinds: int (>= 0), num (>= 0, finite), str, bool, obj, id
+CLIENT_MESSAGES: dict[str, dict[str, tuple[str, bool]]] = {
+    "hello": {
+        "protocol": ("int", True),
+        "client": ("str", False),
+        "token": ("str", False),
+        "mode": ("str", False),
+        "resume": ("obj", False),
+    },
+    "audio.start": {
+        "stream": ("int", True),
+        "sample_rate": ("int", True),
+        "channels": ("int", False),
+        "format": ("str", False),
+    },
+    "audio.end": {"stream": ("int", True)},
+    "video.start": {
+        "stream": ("int", True),
+        "width": ("int", True),
+        "height": ("int", True),
+    },
+    "video.end": {"stream": ("int", True)},
+    "text": {"text": ("str", True)},
+    "image": {"stream": ("int", True), "bytes": ("int", True), "name": ("str", False)},
+    "invoke": {"name": ("str", True), "text": ("str", False), "image_stream": ("int", False)},
+    "interrupt": {},
+    "playback": {"turn": ("int", True), "played_ms": ("num", True)},
+    "mute": {"muted": ("bool", True)},
+    "ping": {"nonce": ("str", False)},
+}
+"""Every message a client may send, with its fields (besides `type` and an optional `id`)."""
+
+_EXPECT = {"int": _INT, "num": _NUM, "str": _STR, "bool": _BOOL, "obj": "an object"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """A validated client message: its type, the client's id for it (echoed in errors), its fields."""
+
+    type: str
+    id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default)
+
+
+def _check(kind: str, value: Any) -> bool:
+    if kind == "int":
+        return type(value) is int and value >= 0
+    if kind == "num":
+        return type(value) in (int, float) and math.isfinite(value) and value >= 0
+    if kind == "str":
+        return isinstance(value, str) and len(value) <= MAX_TEXT_CHARS
+    if kind == "bool":
+        return type(value) is bool
+    return isinstance(value, dict)
+
+
+def decode_client_message(text: str | bytes) -> ClientMessage:
+    """Parse and validate one JSON text frame from a client.
+
+    Raises ProtocolError (with the message's `id` as `ref` when it had one) naming the problem:
+    not JSON, not an object, an unknown type, a missing, unknown or mistyped field.
+    """
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"a text frame must be one JSON object: {exc}", code="protocol.json") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(
+            f"a text frame must be a JSON object, got {type(obj).__name__}", code="protocol.json"
+        )
+    raw_id = obj.get("id")
+    ref = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else None
+    if raw_id is not None and ref is None:
+        raise ProtocolError("`id` must be a string of at most 128 characters", code="protocol.field")
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in CLIENT_MESSAGES:
+        raise ProtocolError(
+            f"unknown message type {kind!r}; client messages are: {', '.join(CLIENT_MESSAGES)}",
+            code="protocol.type",
+            ref=ref,
+        )
+    spec = CLIENT_MESSAGES[kind]
+    unknown = sorted(set(obj) - set(spec) - {"type", "id"})
+    if unknown:
+        raise ProtocolError(
+            f"{kind}: unknown field(s) {', '.join(unknown)}; its fields are: {', '.join(spec) or 'none'}",
+            code="protocol.field",
+            ref=ref,
+        )
+    data: dict[str, Any] = {}
+    for name, (fkind, required) in spec.items():
+        if name not in obj or obj[name] is None:
+            if required:
+                raise ProtocolError(f"{kind}: missing field {name!r}", code="protocol.field", ref=ref)
+            continue
+        if not _check(fkind, obj[name]):
+            shown = json.dumps(obj[name])[:40]
+            what = _EXPECT[fkind] + (" of 0 or more" if fkind in ("int", "num") else "")
+            raise ProtocolError(
+                f"{kind}.{name}: expected {what}, got {shown}", code="protocol.field", ref=ref
+            )
+        data[name] = obj[name]
+    if kind == "hello" and "resume" in data:
+        resume = data["resume"]
+        if not (isinstance(resume.get("session"), str) and type(resume.get("last_seq")) is int):
+            raise ProtocolError(
+                'hello.resume: expected {"session": "<id>", "last_seq": <integer>}',
+                code="protocol.field",
+                ref=ref,
+            )
+    return ClientMessage(kind, ref, data)
+
+
+def encode_json(obj: Mapping[str, Any]) -> str:
+    """Compact JSON of a server message."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def welcome_message(
+    *,
+    seq: int,
+    session: str,
+    resumed: bool,
+    server: str,
+    capabilities: Sequence[Mapping[str, Any]],
+    limits: Mapping[str, Any],
+    missed: int = 0,
+) -> dict[str, Any]:
+    """The server's answer to `hello`."""
+    return {
+        "type": "welcome",
+        "seq": seq,
+        "protocol": PROTOCOL_VERSION,
+        "server": server,
+        "session": session,
+        "resumed": resumed,
+        "missed": missed,
+        "capabilities": list(capabilities),
+        "audio_out": {"format": "pcm16", "sample_rate": 16000, "channels": 1},
+        "audio_in": {"formats": ["pcm16"], "channels": [1, 2], "sample_rate": "8000..48000"},
+        "limits": dict(limits),
+    }
+
+
+def event_message(seq: int, ev: Event) -> dict[str, Any]:
+    """An event for the client (its bytes, if any, follow in a binary frame with the same seq)."""
+    return {"type": "event", "seq": seq, "event": event_to_dict(ev)}
+
+
+def error_message(
+    seq: int, code: str, message: str, *, ref: str | None = None, fatal: bool = False
+) -> dict[str, Any]:
+    """An error about the client's message `ref` (None: not about one message)."""
+    return {"type": "error", "seq": seq, "code": code, "message": message, "ref": ref, "fatal": fatal}
