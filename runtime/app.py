@@ -27,6 +27,7 @@ from mio_agent.runtime.status import StatusLine
 
 if TYPE_CHECKING:
     from mio_agent.runtime.echo import EchoCanceller
+    from mio_agent.runtime.mqtt import MqttBridge
     from mio_agent.runtime.resources import Resources
 
 __all__ = ["AppOptions", "VoiceApp"]
@@ -69,6 +70,7 @@ class VoiceApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._camera: CameraSource | None = None
         self._echo: EchoCanceller | None = None
+        self._bridge: MqttBridge | None = None
 
     def stop(self, reason: str = "stopped") -> None:
         self.exit_reason = reason
@@ -90,6 +92,11 @@ class VoiceApp:
             )
             if self.options.echo_cancel:
                 self._echo = _make_echo(self.speaker)
+            if self.res.config.mqtt.enabled:
+                from mio_agent.runtime.mqtt import MqttBridge
+
+                self._bridge = MqttBridge(self.res.config.mqtt, self.hub)
+                await self._bridge.start()
             if self.options.camera is not None:
                 self._camera = CameraSource(
                     self.options.camera,
@@ -121,6 +128,8 @@ class VoiceApp:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._bridge is not None:
+            await self._bridge.aclose()
         status = "interrupted" if self.exit_reason in ("SIGINT", "SIGTERM") else "closed"
         await self.hub.aclose(status)
         with contextlib.suppress(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,8 @@ class SessionHub:
         self.log_root = Path(log_root) if log_root is not None else None
         self._sessions: dict[str, Session] = {}
         self._logs: dict[str, _LogWriter] = {}
+        self.on_open: list[Callable[[Session], None]] = []
+        """Called with each new session (e.g. the MQTT bridge starts publishing it)."""
 
     @property
     def sessions(self) -> tuple[Session, ...]:
@@ -108,6 +111,9 @@ class SessionHub:
         if session_log is not None:
             self._logs[session.id] = _LogWriter(session_log, session.bus)
         self._sessions[session.id] = session
+        # before start, so watchers see the session's first state too
+        for callback in self.on_open:
+            callback(session)
         await session.start()
         return session
 

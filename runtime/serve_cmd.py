@@ -66,6 +66,12 @@ def _serve(args: argparse.Namespace) -> int:
         hub = SessionHub(res, log_root=log_root)
         server = MioServer(hub, cfg.server)
         port = await server.start()
+        bridge = None
+        if cfg.mqtt.enabled:
+            from mio_agent.runtime.mqtt import MqttBridge
+
+            bridge = MqttBridge(cfg.mqtt, hub)
+            await bridge.start()
         print(
             f"mio-agent serve: ws://{cfg.server.host}:{port}/ws  (browser page: http://{cfg.server.host}:{port}/)",
             flush=True,
@@ -76,6 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if bridge is not None:
+            await bridge.aclose()
         await server.close()
         await hub.aclose()
         return 0

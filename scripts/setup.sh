@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # portaudio19-dev: PyAudio builds against it; libspeexdsp1: echo cancellation (loaded with ctypes);
-# espeak-ng: spoken test fixtures
-APT_PACKAGES=(portaudio19-dev libspeexdsp1 espeak-ng)
+# espeak-ng: spoken test fixtures; mosquitto: the broker the MQTT tests start
+APT_PACKAGES=(portaudio19-dev libspeexdsp1 espeak-ng mosquitto)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
