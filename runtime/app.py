@@ -71,6 +71,7 @@ class VoiceApp:
         self._camera: CameraSource | None = None
         self._echo: EchoCanceller | None = None
         self._bridge: MqttBridge | None = None
+        self._started = False
 
     def stop(self, reason: str = "stopped") -> None:
         self.exit_reason = reason
@@ -113,6 +114,8 @@ class VoiceApp:
                 asyncio.create_task(self._listen(session), name="microphone"),
                 asyncio.create_task(self._count_turns(session), name="turns"),
             ]
+            await self.res.plugins.startup(self)
+            self._started = True
             if self.options.status:
                 status = StatusLine(session, self.speaker, sys.stderr)
                 self._tasks.append(asyncio.create_task(status.run(), name="status"))
@@ -123,6 +126,10 @@ class VoiceApp:
 
     async def _shutdown(self) -> None:
         self.speaker.clear()
+        if self._started:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10.0):
+                    await self.res.plugins.shutdown(self)
         if self._camera is not None:
             self._camera.close()
         for task in self._tasks:

@@ -15,6 +15,7 @@ from mio_agent.engine import ReplyOptions
 from mio_agent.events import Event
 from mio_agent.exceptions import SubscriptionClosed
 from mio_agent.runtime.playback import PlaybackControl
+from mio_agent.runtime.plugin_io import PluginEndpoints
 from mio_agent.runtime.session import Session
 from mio_agent.session_log import SessionLog
 
@@ -74,6 +75,7 @@ class SessionHub:
         self.log_root = Path(log_root) if log_root is not None else None
         self._sessions: dict[str, Session] = {}
         self._logs: dict[str, _LogWriter] = {}
+        self._endpoints: dict[str, PluginEndpoints] = {}
         self.on_open: list[Callable[[Session], None]] = []
         """Called with each new session (e.g. the MQTT bridge starts publishing it)."""
 
@@ -114,6 +116,9 @@ class SessionHub:
         # before start, so watchers see the session's first state too
         for callback in self.on_open:
             callback(session)
+        endpoints = PluginEndpoints(session, self.res.plugins)
+        await endpoints.open()
+        self._endpoints[session.id] = endpoints
         await session.start()
         return session
 
@@ -122,6 +127,9 @@ class SessionHub:
         if session is None:
             return
         await session.close()
+        endpoints = self._endpoints.pop(session_id, None)
+        if endpoints is not None:
+            await endpoints.close()
         writer = self._logs.pop(session_id, None)
         if writer is not None:
             await writer.close(status)

@@ -66,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         hub = SessionHub(res, log_root=log_root)
         server = MioServer(hub, cfg.server)
         port = await server.start()
+        await res.plugins.startup(server)
         bridge = None
         if cfg.mqtt.enabled:
             from mio_agent.runtime.mqtt import MqttBridge
@@ -82,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        await res.plugins.shutdown(server)
         if bridge is not None:
             await bridge.aclose()
         await server.close()

@@ -1,0 +1,1 @@
+"""An example mio-agent plugin distribution."""
