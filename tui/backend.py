@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mio_agent.events import Event
@@ -15,28 +16,55 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "LocalBackend", "RemoteBackend"]
 
+log = logging.getLogger(__name__)
+
+DISPLAY_QUEUE = 4096
+"""Events the TUI's subscription holds; a display wants the newest, so the oldest go when it falls behind."""
+
 
 class Backend(Protocol):
     """The runtime as the TUI sees it: the same events and commands as a WebSocket client."""
 
     session_id: str
     capabilities: list[dict[str, Any]]
+    plugins: list[str]
     description: str
+    microphone: bool
+    """True when the runtime listens to a microphone (push-to-talk and hands-free apply)."""
+    notice: str
+    """Something the user should know from the start (no microphone, and why); empty if nothing."""
+    state: str
+    """The session's state when the backend was made (later changes come as `session.state` events)."""
 
-    def submit(self, ev: Event) -> None: ...
+    def submit(self, ev: Event) -> None:
+        """Send a command; raises mio_agent.exceptions.EventError if the session does not take it."""
 
-    def events(self) -> AsyncIterator[Event]: ...
+    def events(self) -> AsyncIterator[Event]:
+        """Every event of the session, until it ends."""
 
     async def close(self) -> None: ...
 
 
 class LocalBackend:
-    """A session of this process (with or without audio devices around it)."""
+    """A session of this process, alone (text and files) or with the voice app's devices around it."""
 
-    def __init__(self, session: Session, description: str) -> None:
+    def __init__(
+        self,
+        session: Session,
+        description: str,
+        *,
+        microphone: bool = False,
+        notice: str = "",
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.session = session
         self.session_id = session.id
         self.description = description
+        self.microphone = microphone
+        self.notice = notice
+        self.state = session.state
+        self._on_close = on_close
+        res = session.res
         self.capabilities = [
             {
                 "name": c.name,
@@ -44,12 +72,13 @@ class LocalBackend:
                 "inputs": list(c.inputs),
                 "outputs": list(c.outputs),
             }
-            for c in session.res.capabilities()
+            for c in res.capabilities()
         ]
-        # a display wants the newest: drop the oldest when it falls behind, never stall the session
+        self.plugins = [p.name for p in res.plugins.plugins()]
+        # never stall the session for the display; raw microphone audio and camera frames are not shown
         self._sub = session.bus.subscribe(
             "tui",
-            maxsize=2048,
+            maxsize=DISPLAY_QUEUE,
             policy="drop_oldest",
             filter=lambda e: e.type not in ("audio.in", "video.frame"),
         )
@@ -63,26 +92,42 @@ class LocalBackend:
 
     async def close(self) -> None:
         self._sub.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await on_close()
 
 
 class RemoteBackend:
-    """A session of a running `mio-agent serve`, through the Python client."""
+    """A session of a running `mio-agent serve`, through the Python client (no audio devices here)."""
 
     def __init__(self, client: MioClient) -> None:
         self.client = client
         self.session_id = client.session
-        assert client.welcome is not None
+        if client.welcome is None:
+            raise RuntimeError("RemoteBackend needs a connected client (await client.connect() first)")
         self.capabilities = list(client.welcome.capabilities)
+        self.plugins: list[str] = []
         self.description = f"{client.url} ({client.welcome.raw.get('server', '?')})"
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.microphone = False
+        self.notice = "attached to a server: type your turns (replies are not played here)"
+        self.state = "connected"
+        # commands go out in the order they were given: one sender, one queue
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue()
+        self._sender = asyncio.create_task(self._send_all(), name="tui-remote-sender")
 
     def submit(self, ev: Event) -> None:
-        task = asyncio.ensure_future(self._send(ev))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._outbox.put_nowait(ev)
+
+    async def _send_all(self) -> None:
+        while True:
+            ev = await self._outbox.get()
+            try:
+                await self._send(ev)
+            except Exception as exc:  # a lost connection also ends events(), which the app shows
+                log.warning("could not send %s to %s: %s", ev.type, self.client.url, exc)
 
     async def _send(self, ev: Event) -> None:
-        from mio_agent.events import ImageIn, Interrupt, InvokeCapability, Mute, TextIn
+        from mio_agent.events import AudioIn, ImageIn, Interrupt, InvokeCapability, Mute, TextIn
 
         c = self.client
         if isinstance(ev, TextIn):
@@ -96,6 +141,8 @@ class RemoteBackend:
             await c.interrupt()
         elif isinstance(ev, Mute):
             await c.mute(ev.muted)
+        elif isinstance(ev, AudioIn):
+            await c.send_audio(ev.pcm, ev.sample_rate, channels=ev.channels)
 
     async def events(self) -> AsyncIterator[Event]:
         from mio_agent.events import ErrorEvent
@@ -108,5 +155,8 @@ class RemoteBackend:
                 yield ErrorEvent(session=self.session_id, turn=0, code=item.code, message=item.message)
 
     async def close(self) -> None:
+        self._sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
         with contextlib.suppress(Exception):
             await self.client.close()

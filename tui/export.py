@@ -8,6 +8,7 @@ from pathlib import Path
 from mio_agent.events import (
     AudioOut,
     Event,
+    ImageIn,
     ImageOut,
     TextDelta,
     Transcript,
@@ -24,7 +25,7 @@ MAX_AUDIO_BYTES = 64 << 20
 
 @dataclass(slots=True)
 class Entry:
-    """One turn of one side: its text, and for the agent its images and audio."""
+    """One turn of one side: its text, its images (attached by the user, or made by the agent) and the agent's audio."""
 
     role: str
     turn: int
@@ -43,6 +44,7 @@ class Conversation:
         self._agent: dict[int, Entry] = {}
         self._users: dict[int, Entry] = {}
         self._audio_bytes = 0
+        self._attached: list[bytes] = []
 
     def _agent_entry(self, turn: int) -> Entry:
         entry = self._agent.get(turn)
@@ -52,9 +54,13 @@ class Conversation:
         return entry
 
     def add(self, ev: Event) -> None:
-        if isinstance(ev, UserTurn):
+        if isinstance(ev, ImageIn):
+            # an attached image joins the user's next turn
+            self._attached.append(ev.data)
+        elif isinstance(ev, UserTurn):
             speech = f"(spoke {ev.speech_s:.1f} s) " if ev.speech_s else ""
-            entry = self._users[ev.turn] = Entry("user", ev.turn, speech + ev.text)
+            entry = self._users[ev.turn] = Entry("user", ev.turn, speech + ev.text, images=self._attached)
+            self._attached = []
             self.entries.append(entry)
         elif isinstance(ev, Transcript) and ev.turn in self._users:
             self._users[ev.turn].text += f" “{ev.text}”"
@@ -88,7 +94,7 @@ class Conversation:
             )
             lines.append(f"{who}: {e.text.strip() or '…'}")
             for k, png in enumerate(e.images):
-                name = f"turn{e.turn}-image{k + 1}.png"
+                name = f"turn{e.turn}-{e.role}-image{k + 1}.png"
                 (media / name).write_bytes(png)
                 lines.append(f"\n![image {k + 1} of turn {e.turn}]({media.name}/{name})")
             if e.audio:

@@ -1,33 +1,14 @@
-"""The conversation's pieces: user and assistant turns, images in half blocks, progress, errors."""
+"""The conversation's lines: user and assistant turns, notes (routing, playback cleared) and errors."""
 
 from __future__ import annotations
-
-import io
 
 from rich.text import Text
 from textual.widgets import Static
 
-__all__ = ["AssistantTurn", "ErrorLine", "ImageView", "NoteLine", "UserTurnView", "half_blocks"]
+__all__ = ["END_MARKS", "AssistantTurn", "ErrorLine", "NoteLine", "UserTurnView"]
 
-
-def half_blocks(png: bytes, width: int = 32) -> Text:
-    """An image as rows of '▀' whose top colour is one pixel row and bottom colour the next: two
-    pixels per character cell, readable in any terminal that shows 24-bit colour."""
-    import numpy as np
-    from PIL import Image
-
-    picture = Image.open(io.BytesIO(png)).convert("RGB")
-    height = max(2, round(picture.height * width / picture.width / 2) * 2)
-    small = picture.resize((width, height))
-    rgb = np.asarray(small, dtype=np.uint8)
-    out = Text()
-    for y in range(0, height, 2):
-        for x in range(width):
-            (r1, g1, b1), (r2, g2, b2) = rgb[y, x].tolist(), rgb[y + 1, x].tolist()
-            out.append("▀", style=f"rgb({r1},{g1},{b1}) on rgb({r2},{g2},{b2})")
-        if y + 2 < height:
-            out.append("\n")
-    return out
+END_MARKS = {"completed": "✓", "interrupted": "✗ interrupted", "error": "✗ error", "length": "… (cut)"}
+"""How a turn's end reason shows after its text."""
 
 
 class UserTurnView(Static):
@@ -35,10 +16,11 @@ class UserTurnView(Static):
 
     DEFAULT_CLASSES = "user"
 
-    def __init__(self, text: str, speech_s: float = 0.0, images: int = 0) -> None:
+    def __init__(self, text: str, speech_s: float = 0.0, images: int = 0, keyframes: int = 0) -> None:
         self.text = text
         self.speech_s = speech_s
         self.images = images
+        self.keyframes = keyframes
         super().__init__(self._render_text())
 
     def _render_text(self) -> Text:
@@ -47,6 +29,10 @@ class UserTurnView(Static):
             line.append(f"🎤 {self.speech_s:.1f} s ", style="italic")
         if self.images:
             line.append(f"[{self.images} image{'s' if self.images > 1 else ''}] ", style="italic")
+        if self.keyframes:
+            line.append(
+                f"[{self.keyframes} camera keyframe{'s' if self.keyframes > 1 else ''}] ", style="italic"
+            )
         line.append(self.text)
         return line
 
@@ -56,7 +42,8 @@ class UserTurnView(Static):
 
 
 class AssistantTurn(Static):
-    """One agent turn streaming in: text deltas, a playing indicator with the audio's length, the end."""
+    """One agent turn streaming in: text deltas, a playing indicator with the audio's length, progress,
+    the end."""
 
     DEFAULT_CLASSES = "assistant"
 
@@ -65,6 +52,7 @@ class AssistantTurn(Static):
         self.kind = kind
         self.text = ""
         self.audio_s = 0.0
+        self.playing = False
         self.status = "…"
         self.progress = ""
         super().__init__(self._render_text())
@@ -74,7 +62,7 @@ class AssistantTurn(Static):
         line = Text(f"{who}  ", style="bold")
         line.append(self.text)
         if self.audio_s:
-            line.append(f"  ♪ {self.audio_s:.1f} s", style="italic")
+            line.append(f"  {'▶' if self.playing else '♪'} {self.audio_s:.1f} s", style="italic")
         if self.progress:
             line.append(f"  [{self.progress}]", style="dim")
         line.append(f"  {self.status}", style="dim")
@@ -82,12 +70,6 @@ class AssistantTurn(Static):
 
     def refresh_text(self) -> None:
         self.update(self._render_text())
-
-
-class ImageView(Static):
-    """An image the agent made, drawn in half blocks."""
-
-    DEFAULT_CLASSES = "image"
 
 
 class NoteLine(Static):

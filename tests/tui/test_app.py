@@ -1,142 +1,161 @@
-"""The Textual TUI on the embedded model, driven by Textual's Pilot: type, invoke, interrupt, export, resume."""
+"""The TUI on the embedded model, driven by Textual's Pilot: type, complete, invoke, interrupt, export, resume."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
+from textual.widgets import OptionList
 
-from mio_agent.config import load_config
+from mio_agent.conversation import SpeechPart
 from mio_agent.engine import ReplyOptions
-from mio_agent.runtime.hub import SessionHub
 from mio_agent.runtime.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend, LocalBackend
-from mio_agent.tui.launch import list_sessions, past_events
-from mio_agent.tui.widgets import AssistantTurn, ErrorLine, ImageView, NoteLine, UserTurnView
+from mio_agent.tui.commands import Prompt
+from mio_agent.tui.images import ImageView
+from mio_agent.tui.launch import open_local
+from mio_agent.tui.panels import LatencyPanel, MicPanel
+from mio_agent.tui.sessions import SessionsScreen, list_sessions, past_events
+from mio_agent.tui.turns import AssistantTurn, ErrorLine, NoteLine, UserTurnView
+from tests.tui.conftest import shown, wait_until
 
 
-@pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
-        load_config(
-            None, overrides={"engine.max_new_tokens": 900, "router.transcribe": "never", "engine.seed": 1}
-        )
-    )
-
-
-def factory(
-    hub: SessionHub, reply: ReplyOptions | None = None, session_id: str | None = None
-) -> Callable[[], object]:
+def local(
+    res: Resources, root: Path | None = None, reply: ReplyOptions | None = None, resume: str | None = None
+) -> Callable[[], Awaitable[Backend]]:
     async def make() -> Backend:
-        session = await hub.open(session_id, reply_options=reply)
-        return LocalBackend(session, "embedded tiny model (replies are noise) on cpu")
+        return await open_local(res, log_root=root, resume=resume, reply_options=reply)
 
     return make
 
 
-async def wait_until(pilot: object, cond: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the UI did not get there in time")
-        await pilot.pause(0.05)  # type: ignore[attr-defined]
-
-
-async def test_a_typed_turn_streams_into_the_conversation(res: Resources, tmp_path: Path) -> None:
-    hub = SessionHub(res, log_root=tmp_path / "sessions")
-    app = MioApp(factory(hub), export_dir=tmp_path)  # type: ignore[arg-type]
+async def test_a_typed_turn_streams_in_and_exports(res: Resources, tmp_path: Path) -> None:
+    app = MioApp(local(res, tmp_path / "sessions"), export_dir=tmp_path / "out")
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
-        await pilot.click("#prompt")
+        assert "no audio" in " ".join(shown(app.query(NoteLine)))
         await pilot.press(*"hello there", "enter")
         await wait_until(pilot, lambda: any(w.status == "✓" for w in app.query(AssistantTurn)))
-        users = list(app.query(UserTurnView))
-        assert users and users[0].text == "hello there"
-        reply = app.query(AssistantTurn).first()
+        assert app.query_one(UserTurnView).text == "hello there"
+        reply = app.query_one(AssistantTurn)
         assert reply.audio_s > 0  # the playing indicator shows the reply's length
-        assert "state: listening" in str(app.query_one("#state").render())
-        # export writes Markdown with the reply audio beside it
+        assert app.query_one(MicPanel).state == "listening"
+        assert app.query_one(LatencyPanel).turns  # latency by stage of the turn
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: any("exported to" in str(n.render()) for n in app.query(NoteLine)))
-        md = next(tmp_path.glob("*.md")).read_text()
+        await wait_until(pilot, lambda: any("exported to" in t for t in shown(app.query(NoteLine))))
+        md = next((tmp_path / "out").glob("*.md")).read_text()
         assert "**You**: hello there" in md and "reply audio" in md
-        assert list(tmp_path.glob("*-media/*.wav"))
-    await hub.aclose()
+        assert list((tmp_path / "out").glob("*-media/*.wav"))
 
 
-async def test_a_slash_command_invokes_a_capability_and_shows_its_image(
-    res: Resources, tmp_path: Path
-) -> None:
-    hub = SessionHub(res)
-    app = MioApp(factory(hub), export_dir=tmp_path)  # type: ignore[arg-type]
+async def test_slash_commands_complete_invoke_and_show_the_image(res: Resources, tmp_path: Path) -> None:
+    app = MioApp(local(res), export_dir=tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
-        await pilot.click("#prompt")
-        await pilot.press(*"/generate_image a red boat", "enter")
+        prompt = app.query_one(Prompt)
+        await pilot.press(*"/generate_i")
+        await wait_until(pilot, lambda: prompt._suggestion == "/generate_image")
+        await pilot.press("tab")
+        assert prompt.value == "/generate_image" and prompt.has_focus
+        await pilot.press(*" a red boat", "enter")
         await wait_until(pilot, lambda: len(app.query(ImageView)) > 0, timeout=120)
-        turn = app.query(AssistantTurn).first()
+        turn = app.query_one(AssistantTurn)
         assert turn.kind == "generate_image"
         await wait_until(pilot, lambda: turn.status == "✓", timeout=120)
-        # an unknown command is an error line, not a crash
-        await pilot.press(*"/nonsense", "enter")
+        # an unknown command is an error line, not a crash; /help lists the aliases of loaded capabilities
+        await pilot.press(*"/nonsense", "enter", *"/help", "enter")
         await wait_until(pilot, lambda: len(app.query(ErrorLine)) > 0)
-        assert "unknown command /nonsense" in str(app.query(ErrorLine).first().render())
-    await hub.aclose()
+        assert "unknown command /nonsense" in shown(app.query(ErrorLine))[0]
+        assert "/edit = /image_editing" in shown(app.query(NoteLine))[-1]
+        # settings are commands too
+        await pilot.press(*"/theme nord", "enter")
+        await wait_until(pilot, lambda: app.theme == "nord")
 
 
-async def test_escape_interrupts_a_long_reply(res: Resources, tmp_path: Path) -> None:
-    hub = SessionHub(res)
+async def test_escape_interrupts_a_long_reply_but_closes_the_palette_first(
+    res: Resources, tmp_path: Path
+) -> None:
     long = ReplyOptions(min_speech_codes=150, max_speech_codes=200, allow_text=False, allow_image=False)
-    app = MioApp(factory(hub, long), export_dir=tmp_path)  # type: ignore[arg-type]
+    app = MioApp(local(res, reply=long), export_dir=tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
-        await pilot.click("#prompt")
+        # the palette offers every capability: choosing one starts its command in the prompt
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: len(app.screen_stack) == 2)
+        await pilot.press(*"image_edi")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.query_one(Prompt).value == "/image_editing ")
+        app.query_one(Prompt).value = ""
+        # Escape closes the palette; it does not interrupt
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: len(app.screen_stack) == 2)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: len(app.screen_stack) == 1)
+        assert not any("playback cleared" in t for t in shown(app.query(NoteLine)))
         await pilot.press(*"tell me everything", "enter")
         await wait_until(pilot, lambda: any(w.audio_s > 0 for w in app.query(AssistantTurn)))
         await pilot.press("escape")
-        await wait_until(
-            pilot, lambda: any("playback cleared" in str(n.render()) for n in app.query(NoteLine))
-        )
-        # the reply (still generating, or generated but still playing) keeps only what was heard
+        await wait_until(pilot, lambda: any("playback cleared" in t for t in shown(app.query(NoteLine))))
+        # cut while generating, or generated and cut while playing
+        await wait_until(pilot, lambda: app.query_one(AssistantTurn).status in ("✗ interrupted", "■ stopped"))
+        assert not app.query_one(AssistantTurn).playing
         backend = app.backend
         assert isinstance(backend, LocalBackend)
         await backend.session.idle(60)
-        from mio_agent.conversation import SpeechPart
-
+        # the model keeps only what was heard of its reply
         reply = backend.session.engine.turns[-1]
         heard = sum(len(p.content) for p in reply.parts if isinstance(p, SpeechPart))
         assert reply.role == "assistant" and heard < 150
-    await hub.aclose()
 
 
-async def test_attach_and_resume_a_past_session(res: Resources, tmp_path: Path) -> None:
+async def test_attach_resume_and_export_a_past_session(res: Resources, tmp_path: Path) -> None:
     root = tmp_path / "sessions"
-    hub = SessionHub(res, log_root=root)
-    app = MioApp(factory(hub), export_dir=tmp_path)  # type: ignore[arg-type]
     png = io.BytesIO()
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(png, format="PNG")
     (tmp_path / "pic.png").write_bytes(png.getvalue())
+    app = MioApp(local(res, root), export_dir=tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
-        sid = app.backend.session_id  # type: ignore[union-attr]
-        await pilot.click("#prompt")
-        await pilot.press(*f"/attach {tmp_path / 'pic.png'}", "enter")
-        await pilot.press(*"what is this", "enter")
+        sid = app._sid()
+        await pilot.press(*f"/attach {tmp_path / 'pic.png'}", "enter", *"what is this", "enter")
         await wait_until(pilot, lambda: any(w.status == "✓" for w in app.query(AssistantTurn)))
-        assert app.query(UserTurnView).first().images == 1
-    await hub.aclose()
-    assert any(line.startswith(sid) and "1 turn(s)" in line for line in list_sessions(root))
-    past = past_events(root, sid)
-    hub2 = SessionHub(res, log_root=root)
-    app2 = MioApp(factory(hub2, session_id=sid), export_dir=tmp_path, past=past)  # type: ignore[arg-type]
+        assert app.query_one(UserTurnView).images == 1
+        await pilot.press("ctrl+s")  # the attached picture is exported with the turn it joined
+        await wait_until(pilot, lambda: any("exported to" in t for t in shown(app.query(NoteLine))))
+        assert (tmp_path / f"{sid}-media" / "turn1-user-image1.png").read_bytes() == png.getvalue()
+    # leaving the app closed its session: the log is complete
+    [info] = list_sessions(root)
+    assert info.id == sid and info.turns == 1
+    app2 = MioApp(
+        local(res, root, resume=sid),
+        export_dir=tmp_path / "exports",
+        session_root=root,
+        past=past_events(root, sid),
+    )
     async with app2.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app2.backend is not None)
-        await wait_until(pilot, lambda: len(app2.query(UserTurnView)) == 1)
-        assert any("resumed session" in str(n.render()) for n in app2.query(NoteLine))
-    await hub2.aclose()
+        assert len(app2.query(UserTurnView)) == 1 and app2._sid() == sid
+        assert any("resumed session" in t for t in shown(app2.query(NoteLine)))
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app2.screen, SessionsScreen))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any("exported session" in t for t in shown(app2.query(NoteLine))))
+        md = (tmp_path / "exports" / f"{sid}.md").read_text()
+        assert "**You**: what is this" in md and "reply audio" in md
+    # from a new session, R on the sessions screen asks `mio-agent tui` to reopen on the past one
+    app3 = MioApp(local(res, root), export_dir=tmp_path, session_root=root)
+    async with app3.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app3.backend is not None)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app3.screen, SessionsScreen))
+        screen = app3.screen
+        assert isinstance(screen, SessionsScreen)
+        assert [s.id for s in screen.sessions] == [app3._sid(), sid]  # newest first
+        screen.query_one(OptionList).highlighted = 1
+        await pilot.press("r")
+    assert app3.return_value == sid
