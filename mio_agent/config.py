@@ -160,6 +160,9 @@ class PluginsConfig:
     disabled: tuple[str, ...] = field(
         default=(), metadata=_meta("a list of plugin names, e.g. [storytelling]", _names)
     )
+    timeout_s: float = field(
+        default=600.0, metadata=_meta("a positive number of seconds a capability may run", _positive)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,7 +239,7 @@ class AgentTurn:
             voice=self.voice,
         )
         try:
-            async for ev in run_capability(cap, ctx):
+            async for ev in run_capability(cap, ctx, timeout_s=self.res.config.plugins.timeout_s):
                 if self.interrupted:
                     break
                 await self._on_capability_event(ev)

@@ -248,3 +248,37 @@ async def test_the_browser_page_is_served_over_http_and_nothing_else(served: tup
     assert status == 200 and b"<html" in body.lower()
     assert (await asyncio.to_thread(get, "/../../pyproject.toml"))[0] == 404
     assert (await asyncio.to_thread(get, "/nope.js"))[0] == 404
+
+
+async def test_limits_on_sessions_per_client_message_size_and_audio_rate(res: Resources) -> None:
+    srv, url = await start(res, max_sessions_per_client=2, max_message_bytes=64 * 1024)
+    try:
+        a, b = MioClient(url), MioClient(url)
+        await a.connect()
+        await b.connect()
+        with pytest.raises(ProtocolError, match="already has 2 sessions"):
+            await MioClient(url).connect()
+        # audio far faster than real time is refused past the burst allowance
+        await a.send({"type": "audio.start", "stream": 1, "sample_rate": 16000})
+        second = bytes(32000)  # one second of 16 kHz mono
+        for _ in range(12):
+            await a.send_frame(FrameKind.AUDIO_IN, 1, second)
+        while True:
+            item = await a.next(timeout=20)
+            if isinstance(item, ServerError):
+                assert item.code == "audio.rate"
+                break
+        # a message over max_message_bytes closes the connection (1009), the server goes on
+        ws = b.ws
+        assert ws is not None
+        await ws.send(b"\x00" * (128 * 1024))
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 1009
+        c = MioClient(url)
+        assert (await c.connect()).session  # b's slot is free again
+        await c.close()
+        await a.close()
+    finally:
+        await srv.close()
