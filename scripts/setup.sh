@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 
 # portaudio19-dev: PyAudio builds against it; libspeexdsp1: echo cancellation (loaded with ctypes);
 # espeak-ng: spoken test fixtures; mosquitto: the broker the MQTT tests start; chromium: the browser
-# the browser-client test drives (through Playwright, which is told where it is: nothing is downloaded)
-APT_PACKAGES=(portaudio19-dev libspeexdsp1 espeak-ng mosquitto chromium)
+# the browser-client test drives (through Playwright, which is told where it is: nothing is downloaded);
+# tmux: the terminal the TUI test starts it in
+APT_PACKAGES=(portaudio19-dev libspeexdsp1 espeak-ng mosquitto chromium tmux)
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
