@@ -78,6 +78,8 @@ class AgentTurn:
         self._playback = playback
         self._executor = executor
         self.interrupted = False
+        self.replied = False
+        """Whether this turn was a reply of the session's own conversation (not a capability)."""
         self.voice = voice
         self.reason: EndReason = "completed"
         self.task: asyncio.Task[None] | None = None
@@ -145,6 +147,7 @@ class AgentTurn:
         kind: str = "reply",
     ) -> None:
         """Answer `user_turn` (or the staged turn) with the conversation's engine."""
+        self.replied = True
         started = time.monotonic()
         self.emit(TurnStarted(session=self.session, turn=self.turn, mode=engine.mode, kind=kind))
         tokens = 0

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mio_agent.bus import EventBus, Subscription
-from mio_agent.conversation import Mode
+from mio_agent.conversation import Mode, Turn
 from mio_agent.engine import ReplyOptions
 from mio_agent.events import Event
 from mio_agent.exceptions import SubscriptionClosed
 from mio_agent.runtime.playback import PlaybackControl
 from mio_agent.runtime.plugin_io import PluginEndpoints
 from mio_agent.runtime.session import Session
-from mio_agent.session_log import SessionLog
+from mio_agent.session_log import SessionLog, read_events
 
 if TYPE_CHECKING:
     from mio_agent.runtime.resources import Resources
@@ -61,6 +62,25 @@ class _LogWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await asyncio.to_thread(self.log.close, status)
+
+
+def _store_exchange(session_log: SessionLog, n: int, user: Turn, reply: Turn) -> None:
+    # store turn indexes: 2(n-1) for the user, 2(n-1)+1 for the reply (the log's turn numbers are n)
+    session_log.record_turn(2 * (n - 1), "user", parts=user.parts)
+    session_log.record_turn(2 * (n - 1) + 1, "assistant", parts=reply.parts)
+
+
+def _restore(session: Session, session_log: SessionLog) -> None:
+    """A resumed session gets its stored turns back and goes on numbering after its last event."""
+    assert session_log.store is not None
+    data = session_log.store.load_session(session_log.session_id, events=False)
+    turns = [Turn("user" if r.role == "user" else "assistant", r.parts) for r in data.turns]
+    # numbering goes on after the last turn of the log (capability turns are not stored turns)
+    last = 0
+    for ev in read_events(session_log.folder, payloads=False):
+        if not isinstance(ev, dict) and ev.type == "turn.ended":
+            last = max(last, ev.turn)
+    session.restore(turns, next_turn=last + 1)
 
 
 class SessionHub:
@@ -110,6 +130,10 @@ class SessionHub:
         session = Session(
             self.res, session_id=session_id, mode=mode, playback=playback, reply_options=reply_options
         )
+        if session_log is not None:
+            if session_log.store is not None:
+                await asyncio.to_thread(_restore, session, session_log)
+            session.on_exchange = functools.partial(_store_exchange, session_log)
         if session_log is not None:
             self._logs[session.id] = _LogWriter(session_log, session.bus)
         self._sessions[session.id] = session

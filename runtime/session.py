@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,10 @@ class Session:
         self._levels: list[float] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._transcripts: dict[int, str] = {}
+        self.on_exchange: Callable[[int, Turn, Turn], None] | None = None
+        """Called with (number, user turn, reply as heard) once an exchange is final (the next turn
+        began, or the session closes): the hub stores it so a resumed session remembers it."""
+        self._recorded_upto = 0
         self.dropped_audio = 0
         self.repeated_failures = 0
         self._last_failure = ""
@@ -138,11 +143,39 @@ class Session:
             self._task = asyncio.create_task(self._input_loop(), name=f"session-{self.id}")
             self._set_state("listening", force=True)
 
+    def restore(self, turns: Sequence[Turn], next_turn: int) -> None:
+        """Put a resumed session's stored turns back into the engine (prefilled at the next turn)."""
+        for turn in turns:
+            self.engine.add_turn(turn)
+        self._next_turn = max(self._next_turn, next_turn)
+        self._recorded_upto = self._next_turn - 1
+
+    def _record_exchange(self) -> None:
+        """Hand the last finished exchange (user turn and the reply as heard) to `on_exchange`."""
+        agent = self._agent
+        if (
+            self.on_exchange is None
+            or agent is None
+            or not agent.replied
+            or agent.turn <= self._recorded_upto
+        ):
+            return
+        turns = self.engine.turns
+        if len(turns) >= 2 and turns[-1].role == "assistant" and turns[-2].role == "user":
+            self._recorded_upto = agent.turn
+            try:
+                self.on_exchange(agent.turn, turns[-2], turns[-1])
+            except Exception:  # the store is best effort here; the event log has everything
+                log.exception("session %s: could not store turn %d", self.id, agent.turn)
+
     async def close(self) -> None:
         """Stop the agent, the input task and the worker threads; publish the final state."""
         if self._state == "closed":
             return
         await self.interrupt("session closed")
+        if self._agent is not None and self._agent.task is not None:
+            await asyncio.wait({self._agent.task})
+            self._record_exchange()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -393,6 +426,7 @@ class Session:
     ) -> None:
         if self.agent_active:
             await self.interrupt("new turn")
+        self._record_exchange()
         prefill = self.listener.prefill_task
         if prefill is not None and not prefill.done():
             await asyncio.wait({prefill})

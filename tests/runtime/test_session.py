@@ -231,3 +231,31 @@ async def test_bad_input_is_an_error_event_and_the_session_goes_on(res: Resource
     errors = [e for e in events if e.type == "error"]
     assert any("x.png" in e.message for e in errors)  # type: ignore[attr-defined]
     assert [e.reason for e in events if isinstance(e, TurnEnded)] == ["completed"]
+
+
+async def test_a_resumed_session_remembers_its_conversation(res: Resources, tmp_path: Path) -> None:
+    root = tmp_path / "sessions"
+    hub = SessionHub(res, log_root=root)
+    session = await hub.open()
+    for text in ("my name is Ada", "what is my name"):
+        session.submit(TextIn(session=session.id, turn=0, text=text))
+        await session.idle(60)
+    before = session.engine.turns
+    assert [t.role for t in before] == ["user", "assistant", "user", "assistant"]
+    sid = session.id
+    while session.playback.playing():  # closing while the reply still plays would cut it to what was heard
+        await asyncio.sleep(0.05)
+    await hub.aclose()
+
+    hub2 = SessionHub(res, log_root=root)
+    again = await hub2.open(sid)
+    assert again.engine.turns == before  # the model's memory is back, parts for parts
+    assert again.turn == 3  # numbering goes on after the last turn of the log
+    sub = again.bus.subscribe("t", maxsize=10_000)
+    again.submit(TextIn(session=sid, turn=0, text="and now?"))
+    await again.idle(60)
+    events = await collect(sub)
+    ended = [e for e in events if isinstance(e, TurnEnded)]
+    assert [(e.turn, e.reason) for e in ended] == [(3, "completed")]
+    assert len(again.engine.turns) == 6
+    await hub2.aclose()
