@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,3 +172,33 @@ async def test_the_assistant_does_not_interrupt_itself_through_the_echo_path(
     # the control: without echo cancellation the same room makes it hear (and stop) itself
     without = await _play_reply_in_echo_room(res, speech, echo_cancel=False)
     assert "user.speech.started" in [e.type for e in without]
+
+
+async def test_a_voice_turn_on_real_pyaudio_devices(
+    res: Resources, espeak: Callable[..., Path], virtual_alsa: Any
+) -> None:
+    """Real PyAudio streams on virtual ALSA devices: speech in at 48 kHz stereo, the reply out at 48 kHz."""
+    from mio_agent.runtime.audio import MicrophoneSource, SpeakerSink
+    from tests.runtime.virtual_alsa import MIC, SPEAKER
+
+    audio, rate = load_audio(espeak("good morning, how are you today"))
+    mono = resample(audio if audio.ndim == 1 else audio[0], rate, 48000)
+    speech = np.concatenate([mono, np.zeros(48000 * 4, np.float32)])
+    virtual_alsa.mic_signal = np.repeat((np.clip(speech, -1, 1) * 32767).astype(np.int16), 2)
+    app = VoiceApp(
+        res, MicrophoneSource(MIC), SpeakerSink(SPEAKER), AppOptions(status=False, echo_cancel=False, turns=1)
+    )
+    task = asyncio.create_task(app.run())
+    while app.session is None:
+        await asyncio.sleep(0.01)
+    sub = app.session.bus.subscribe(
+        "t", maxsize=100_000, filter=lambda e: e.type in ("user.speech.ended", "turn.ended", "audio.out")
+    )
+    assert await asyncio.wait_for(task, 90) == 0
+    events = []
+    while sub.pending:
+        events.append(await sub.get())
+    kinds = [e.type for e in events]
+    assert "user.speech.ended" in kinds and "audio.out" in kinds and kinds[-1] == "turn.ended"
+    heard, _ = virtual_alsa.heard()
+    assert np.abs(heard).max() > 0  # the reply came out of the (virtual) speaker
