@@ -74,7 +74,13 @@ class AgentTurn:
         self.res = res
         self.session = session
         self.turn = turn
-        self._publish = publish
+        self._publish_now = publish
+        # while the route of the turn is not known yet, what the reply makes waits here
+        self._held: list[Event] | None = None
+        self._pending_end: tuple[int, TurnInputTimes, float] | None = None
+        self._released_at = 0.0
+        self.speculative = False
+        self.discarded = False
         self._playback = playback
         self._executor = executor
         self.interrupted = False
@@ -93,6 +99,43 @@ class AgentTurn:
         self.speech = SpeechOut(res.speech, executor, session=session, turn=turn, emit=self._emit_audio)
 
     # -- publishing -------------------------------------------------------------------------
+    def _publish(self, ev: Event) -> None:
+        if self.discarded:
+            return
+        if self._held is not None:
+            self._held.append(ev)
+            return
+        self._out(ev)
+
+    def _out(self, ev: Event) -> None:
+        self._publish_now(ev)
+        if isinstance(ev, AudioOut):
+            self._playback.produced(self.turn, ev.duration_s * 1000.0)
+
+    def hold(self) -> None:
+        """Start the reply before its route is known (speculatively): keep its events until
+        `release()` (the reply it is) or `discard()` (a capability takes the turn)."""
+        self._held = []
+        self.speculative = True
+
+    def release(self) -> None:
+        """Publish what was held, then stream on; audio held past an interruption is dropped."""
+        held, self._held = self._held or [], None
+        self._released_at = time.monotonic()
+        for ev in held:
+            if isinstance(ev, AudioOut) and self.interrupted:
+                continue
+            self._out(ev)
+        if self._pending_end is not None:
+            self._end(*self._pending_end)
+
+    async def discard(self) -> None:
+        """Drop the speculative reply: nothing of it is published, and the conversation keeps an
+        empty reply after the user's turn (the capability that took the turn answers instead)."""
+        self.discarded = True
+        self._held = None
+        await self.interrupt()
+
     def emit(self, ev: OutputEvent) -> bool:
         """Publish one event of this turn unless it was interrupted; whether it went out."""
         if self.interrupted:
@@ -107,7 +150,6 @@ class AgentTurn:
             # the split of the time to first audio is taken now; later work must not count
             self._engine_wait_s_at_first_audio = self._engine_wait_s
             self._decode_s_at_first_audio = self.speech.decode_s
-        self._playback.produced(self.turn, ev.duration_s * 1000.0)
         return True
 
     def _metric(self, stage: str, seconds: float, **extra: int | float | str | bool) -> None:
@@ -191,8 +233,8 @@ class AgentTurn:
         engine, parts = self._engine, self._parts
         if engine is None or parts is None:
             return
-        played = self._playback.played_ms(self.turn)
-        heard = heard_parts(parts, played)
+        played = 0.0 if self.discarded else self._playback.played_ms(self.turn)
+        heard: tuple[Part, ...] = () if self.discarded else heard_parts(parts, played)
         try:
             engine.replace_last_reply(heard)
         except Exception as exc:  # the next turn already started: nothing to cut any more
@@ -273,6 +315,11 @@ class AgentTurn:
         self._publish(ErrorEvent(session=self.session, turn=self.turn, code=code, message=message))
 
     def _end(self, tokens: int, times: TurnInputTimes, started: float) -> None:
+        if self._held is not None:
+            # the route is not known yet: the end (and its metrics) waits for the release
+            self._pending_end = (tokens, times, started)
+            return
+        self._pending_end = None
         if self.interrupted:
             self.reason = "interrupted"
         now = time.monotonic()
@@ -286,9 +333,14 @@ class AgentTurn:
             self._metric("first_token", self._first_token_at - times.ended_at)
         first_audio = self.speech.first_audio_at
         if first_audio is not None:
+            # held audio went out when the route was known
+            first_audio = max(first_audio, self._released_at)
             total = first_audio - times.ended_at
             engine_s = self._engine_wait_s_at_first_audio
-            overhead = total - times.encode_s - times.transcribe_s - engine_s - self._decode_s_at_first_audio
+            making = engine_s + self._decode_s_at_first_audio
+            # a speculative reply was made while the transcript was: only the longer one waited
+            waited = max(times.transcribe_s, making) if self.speculative else times.transcribe_s + making
+            overhead = total - times.encode_s - waited
             self._metric(
                 "first_audio",
                 total,
@@ -297,6 +349,7 @@ class AgentTurn:
                 engine_s=engine_s,
                 decode_s=self._decode_s_at_first_audio,
                 overhead_s=max(overhead, 0.0),
+                speculative=self.speculative,
             )
         self._metric(
             "turn",

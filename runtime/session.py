@@ -438,26 +438,28 @@ class Session:
                 session=self.id, turn=n, text=text, speech_s=speech_s, images=images, keyframes=keyframes
             )
         )
-        decision = invoked or await self._route(turn, n, times)
-        self.bus.publish(
-            RouteDecided(
-                session=self.id,
-                turn=n,
-                capability=decision.capability if decision else "",
-                reason=decision.reason if decision else "no capability claimed the turn: the model replies",
-            )
-        )
-        agent = AgentTurn(
-            self.res,
-            session=self.id,
-            turn=n,
-            publish=self.publish,
-            playback=self.playback,
-            executor=self._decode_pool,
-            voice=self.mode == "voice",
-        )
-        self._agent = agent
+        from mio_agent.runtime.transcribe import needs_transcript
+
         self._set_state("thinking")
+        if invoked is None and needs_transcript(self.res, turn):
+            # the reply starts while the speech is transcribed for routing; its events wait until
+            # the route is known, so the first audio comes after the longer of the two, not both
+            speculative = self._new_agent(n)
+            speculative.hold()
+            speculative.task = asyncio.create_task(
+                speculative.run_reply(self.engine, turn, times, options=self.reply_options)
+            )
+            decision = await self._route(turn, n, times)
+            self._publish_route(n, decision)
+            if decision is None:
+                speculative.release()
+                speculative.task.add_done_callback(functools.partial(self._agent_done, speculative))
+                return
+            await speculative.discard()
+        else:
+            decision = invoked or await self._route(turn, n, times)
+            self._publish_route(n, decision)
+        agent = self._new_agent(n)
         if decision is not None:
             if self.engine.staged is not None:
                 self.engine.stage_turn(None)
@@ -477,6 +479,29 @@ class Session:
                 agent.run_reply(self.engine, turn, times, options=self.reply_options)
             )
         agent.task.add_done_callback(functools.partial(self._agent_done, agent))
+
+    def _new_agent(self, n: int) -> AgentTurn:
+        agent = AgentTurn(
+            self.res,
+            session=self.id,
+            turn=n,
+            publish=self.publish,
+            playback=self.playback,
+            executor=self._decode_pool,
+            voice=self.mode == "voice",
+        )
+        self._agent = agent
+        return agent
+
+    def _publish_route(self, n: int, decision: RouteDecision | None) -> None:
+        self.bus.publish(
+            RouteDecided(
+                session=self.id,
+                turn=n,
+                capability=decision.capability if decision else "",
+                reason=decision.reason if decision else "no capability claimed the turn: the model replies",
+            )
+        )
 
     def _agent_done(self, agent: AgentTurn, _task: object = None) -> None:
         if self._agent is agent and self._state != "closed":

@@ -110,3 +110,28 @@ async def test_without_a_matching_trigger_the_model_replies_and_says_why(res: Re
     route = next(e for e in events if e.type == "route.decided")
     assert route.capability == "" and "model replies" in route.reason  # type: ignore[attr-defined]
     assert next(e for e in events if e.type == "turn.started").kind == "reply"  # type: ignore[attr-defined]
+
+
+async def test_a_reply_made_while_transcribing_goes_out_once_no_capability_claims_the_turn(
+    res: Resources, espeak: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply starts while the speech is transcribed; its events wait for the route and then
+    go out in order, route first."""
+    import tests.runtime.test_routing as me
+    from tests.runtime.test_session import collect, feed_paced, pcm_of
+
+    monkeypatch.setattr(me, "SAID", "good morning to you")
+    async with Session(res) as session:
+        sub = session.bus.subscribe("t", maxsize=100_000)
+        pcm, rate = pcm_of(espeak("good morning to you"))
+        await feed_paced(session, pcm, rate)
+        await session.idle(120)
+        events: list[Event] = await collect(sub)
+    kinds = [e.type for e in events if e.type not in ("audio.in", "input.level", "session.state")]
+    assert kinds.index("user.transcript") < kinds.index("route.decided") < kinds.index("turn.started")
+    assert kinds.count("turn.started") == 1 and kinds.count("turn.ended") == 1
+    route = next(e for e in events if e.type == "route.decided")
+    assert route.capability == ""  # type: ignore[attr-defined]
+    first = next(e for e in events if e.type == "metrics" and e.stage == "first_audio")  # type: ignore[attr-defined]
+    assert first.extra["speculative"] is True  # type: ignore[attr-defined]
+    assert [e.reason for e in events if isinstance(e, TurnEnded)] == ["completed"]
