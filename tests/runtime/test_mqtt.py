@@ -134,6 +134,14 @@ class Listener:
         raise AssertionError(f"nothing matching arrived; got topics {sorted({t for t, _ in self.got})}")
 
 
+async def _until_offline(bridge: MqttBridge, timeout: float = 20.0) -> None:
+    """Wait until the bridge has noticed that the broker went away (a keepalive at the latest)."""
+    deadline = time.monotonic() + timeout
+    while bridge.connected.is_set():
+        assert time.monotonic() < deadline, "the bridge never noticed the broker had gone"
+        await asyncio.sleep(0.05)
+
+
 async def publish(port: int, topic: str, payload: str) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as c:
         await c.publish(topic, payload.encode(), qos=1)
@@ -195,11 +203,11 @@ async def test_events_while_the_broker_is_down_arrive_after_it_is_back(
     try:
         await asyncio.wait_for(bridge.connected.wait(), 10)
         broker.stop()
-        await asyncio.sleep(0.5)
+        await _until_offline(bridge)
         # the session goes on without the broker: a whole turn happens while it is away
         session.submit(TextIn(session=session.id, turn=0, text="are you there"))
         await session.idle(60)
-        assert not bridge.connected.is_set() and len(bridge.outbox) > 0
+        assert len(bridge.outbox) > 0
         broker.start()
         ended = await listener.wait_for(lambda m: m[0] == f"p/{session.id}/event/turn.ended", timeout=40)
         assert json.loads(ended[1])["reason"] == "completed"
@@ -221,7 +229,7 @@ async def test_loss_beyond_the_queue_is_reported(res: Resources, broker: Broker)
     try:
         await asyncio.wait_for(bridge.connected.wait(), 10)
         broker.stop()
-        await asyncio.sleep(0.5)
+        await _until_offline(bridge)
         session.submit(TextIn(session=session.id, turn=0, text="talk"))
         await session.idle(60)
         assert bridge.lost > 0
