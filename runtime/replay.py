@@ -11,13 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from mio_agent.events import (
     AudioIn,
+    ErrorEvent,
     Event,
+    ImageOut,
     Interrupt,
     InvokeCapability,
     Metrics,
     Mute,
     RouteDecided,
+    SpeechCodes,
+    TextDelta,
     TextIn,
+    Transcript,
     TurnEnded,
     TurnStarted,
     UserTurn,
@@ -31,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["ReplayReport", "TurnSummary", "recorded_inputs", "replay_session", "summarize"]
 
 _REPLAYED = (AudioIn, TextIn, InvokeCapability, Interrupt, Mute)
-# timing differences below this are noise of a shared machine, not a regression
-_TIMING_TOLERANCE = 0.5
+# reply audio lengths may differ by this much (seconds) and still count as the same audio: the
+# decoder's last chunk is sized by when the reply ended, not by what was said
+_AUDIO_TOLERANCE_S = 0.05
 
 
 @dataclass(slots=True)
@@ -47,19 +53,30 @@ class TurnSummary:
     reason: str = ""
     tokens: int = 0
     audio_s: float = 0.0
+    transcript: str = ""
+    text: str = ""
+    codes: dict[int, list[int]] = field(default_factory=dict)
+    images: list[tuple[int, ...]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     def shape(self) -> dict[str, Any]:
-        """The fields a faithful replay must reproduce exactly (timings are compared apart); with a
-        fixed `engine.seed` the replies, and so their tokens and audio, are reproduced too."""
+        """What a faithful replay must reproduce exactly: what the user gave, how the turn was
+        routed and ended, and what it produced (text, speech codes per layer, image codes, errors).
+        With a fixed `engine.seed` the replies are reproduced too. Timings are never compared: they
+        depend on the machine and its load, not on what the pipeline did."""
         return {
             "user": self.user,
             "speech_s": round(self.speech_s, 2),
+            "transcript": self.transcript,
             "route": self.route,
             "kind": self.kind,
             "reason": self.reason,
             "tokens": self.tokens,
-            "audio_s": round(self.audio_s, 2),
+            "text": self.text,
+            "codes": {layer: list(c) for layer, c in sorted(self.codes.items())},
+            "images": list(self.images),
+            "errors": list(self.errors),
         }
 
 
@@ -74,6 +91,8 @@ def summarize(events: Iterable[Event | dict[str, Any]]) -> list[TurnSummary]:
         if isinstance(ev, dict):
             if ev.get("type") == "audio.out":
                 of(int(ev["turn"])).audio_s += ev["pcm"]["bytes"] / 2 / ev["sample_rate"]
+            elif ev.get("type") == "image.out":
+                of(int(ev["turn"])).images.append(tuple(int(c) for c in ev.get("codes", ())))
             continue
         if isinstance(ev, UserTurn):
             t = of(ev.turn)
@@ -87,6 +106,16 @@ def summarize(events: Iterable[Event | dict[str, Any]]) -> list[TurnSummary]:
             t.reason, t.tokens = ev.reason, ev.tokens
         elif isinstance(ev, Metrics):
             of(ev.turn).timings[ev.stage] = ev.seconds
+        elif isinstance(ev, Transcript):
+            of(ev.turn).transcript = ev.text
+        elif isinstance(ev, TextDelta):
+            of(ev.turn).text += ev.text
+        elif isinstance(ev, SpeechCodes):
+            of(ev.turn).codes.setdefault(ev.layer, []).extend(ev.codes)
+        elif isinstance(ev, ImageOut):
+            of(ev.turn).images.append(tuple(ev.codes))
+        elif isinstance(ev, ErrorEvent):
+            of(ev.turn).errors.append(ev.code)
         elif ev.type == "audio.out":
             of(ev.turn).audio_s += len(getattr(ev, "pcm", b"")) / 2 / getattr(ev, "sample_rate", 16000)
     return [turns[n] for n in sorted(turns) if turns[n].reason]
@@ -125,13 +154,20 @@ class ReplayReport:
             )
             out.append(f"  turn {rec.turn}: {rec.route or '?'} {rec.reason} | {timing}")
         out += [f"  DIFF {d}" for d in self.differences] or [
-            "  no differences in turns, routes or end reasons"
+            "  no differences in what was heard, routed, said or produced"
         ]
         return out
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def compare(recorded: Sequence[TurnSummary], replayed: Sequence[TurnSummary]) -> list[str]:
-    """Differences in what happened (turn count, inputs, routes, end reasons) and large timing changes."""
+    """Differences in what happened and what was produced: turn count, inputs, transcripts, routes,
+    end reasons, text, speech and image codes, errors, and reply audio length (within 50 ms).
+    Timings are shown by `ReplayReport.lines` but never make a difference."""
     diffs: list[str] = []
     if len(recorded) != len(replayed):
         diffs.append(f"{len(recorded)} turn(s) recorded but {len(replayed)} in the replay")
@@ -139,13 +175,9 @@ def compare(recorded: Sequence[TurnSummary], replayed: Sequence[TurnSummary]) ->
         a, b = rec.shape(), new.shape()
         for key in a:
             if a[key] != b[key]:
-                diffs.append(f"turn {rec.turn}: {key} was {a[key]!r}, now {b[key]!r}")
-        for stage in sorted(set(rec.timings) & set(new.timings)):
-            before, after = rec.timings[stage], new.timings[stage]
-            if after > before * 2 + _TIMING_TOLERANCE:
-                diffs.append(
-                    f"turn {rec.turn}: {stage} took {after * 1000:.0f} ms, recorded {before * 1000:.0f} ms"
-                )
+                diffs.append(f"turn {rec.turn}: {key} was {_short(a[key])}, now {_short(b[key])}")
+        if abs(rec.audio_s - new.audio_s) > _AUDIO_TOLERANCE_S:
+            diffs.append(f"turn {rec.turn}: reply audio was {rec.audio_s:.2f} s, now {new.audio_s:.2f} s")
     return diffs
 
 

@@ -27,7 +27,7 @@ def level_bar(dbfs: float, width: int = 8) -> str:
 
 
 class StatusLine:
-    """Redraws one line on a terminal (or, on a pipe, writes one line per finished turn)."""
+    """Redraws one line on a terminal (or, on a pipe, writes one line per state change and per finished turn)."""
 
     def __init__(self, session: Session, speaker: AudioSink | None, out: TextIO) -> None:
         self.session = session
@@ -59,7 +59,14 @@ class StatusLine:
     def feed(self, ev: Event) -> bool:
         """Take one event; whether the line changed."""
         if isinstance(ev, SessionState):
+            changed = ev.state != self.state
             self.state = ev.state
+            if changed and not self.tty:
+                # a log (pipe, journal) gets one line per state change: when the user was heard,
+                # when the agent thought and spoke
+                self.out.write(f"turn {ev.turn} {ev.state}\n")
+                self.out.flush()
+                return False
         elif isinstance(ev, InputLevel):
             self.level, self.speech = ev.dbfs, ev.speech
         elif isinstance(ev, Metrics):
