@@ -132,6 +132,12 @@ class EngineConfig:
     repetition_penalty: float | None = field(
         default=None, metadata=_meta("a positive number or null", _positive)
     )
+    backend: Literal["auto", "static", "dynamic"] = field(
+        default="auto", metadata=_meta('"auto", "static" or "dynamic"')
+    )
+    cuda_graphs: bool = field(default=True, metadata=_meta("true or false"))
+    compile: bool = field(default=False, metadata=_meta("true or false"))
+    voice_timbre: Literal["full", "skip"] = field(default="full", metadata=_meta('"full" or "skip"'))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,12 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = field(
         default=(),
         metadata=_meta("a list of Origins browsers may connect from (same host is always allowed)"),
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "a list of host names clients may use in the Host header besides loopback ones (no port)"
+        ),
     )
     max_sessions: int = field(default=64, metadata=_meta("a positive integer", _positive))
     max_sessions_per_client: int = field(default=8, metadata=_meta("a positive integer", _positive))

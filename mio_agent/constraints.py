@@ -136,6 +136,7 @@ class MioConstraint:
       is not a stop id never appear.
     When text is not allowed, a stop is allowed only after a block (or when none fits any more),
     so e.g. an image-generation reply holds at least one image.
+    With `timbre=False` a speech block is `<spch>`, N content codes, `</spch>` (see `substitute`).
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class MioConstraint:
         allow_image: bool = True,
         min_speech_codes: int = 1,
         max_speech_codes: int | None = None,
+        timbre: bool = True,
     ) -> None:
         if mode not in ("voice", "std"):
             raise ConfigError(f'unknown constraint mode {mode!r}; use "voice" or "std"')
@@ -187,6 +189,7 @@ class MioConstraint:
         self.allow_image = allow_image and mode == "std"
         self.min_speech_codes = min_speech_codes
         self.max_speech_codes = max_speech_codes
+        self.timbre = timbre
         self._masks = _masks_for(vocab)
         self._s = _State()
 
@@ -230,7 +233,8 @@ class MioConstraint:
         return bits
 
     def _speech_open_cost(self) -> int:
-        return 1 + NUM_SPEECH_LAYERS * self.min_speech_codes + 1 + _STOP_COST
+        layers = NUM_SPEECH_LAYERS if self.timbre else 1
+        return 1 + layers * self.min_speech_codes + 1 + _STOP_COST
 
     def _speech_bits(self, left: int) -> int:
         s = self._s
@@ -239,10 +243,13 @@ class MioConstraint:
             bits = 0
             below_max = self.max_speech_codes is None or n < self.max_speech_codes
             # room for this code, its n+1 codes in each timbre layer, </spch> and a stop
-            if below_max and left >= 1 + _TIMBRE_LAYERS * (n + 1) + 1 + _STOP_COST:
+            timbre_cost = _TIMBRE_LAYERS * (n + 1) if self.timbre else 0
+            if below_max and left >= 1 + timbre_cost + 1 + _STOP_COST:
                 bits |= _layer_bit(0)
             if n >= self.min_speech_codes:
-                bits |= _layer_bit(1)
+                # without timbre the model still says "content done" by choosing a timbre code,
+                # which `substitute` turns into </spch>
+                bits |= _layer_bit(1) if self.timbre else _layer_bit(1) | _SPCH_END
             return bits
         if s.in_layer < n:
             return _layer_bit(s.layer)
@@ -263,6 +270,18 @@ class MioConstraint:
         return bit is not None and bool(self._bits() & bit)
 
     # -- stepping ---------------------------------------------------------------------------
+    def substitute(self, token_id: int) -> int:
+        """The id the reply takes for a chosen `token_id`: itself, except that without timbre
+        (`timbre=False`) a timbre code chosen after the content codes closes the block (`</spch>`),
+        so the reply keeps the content the model chose to end there, as after a barge-in."""
+        s = self._s
+        if self.timbre or s.where != "speech" or s.layer != 0:
+            return token_id
+        kind, value = self.vocab.kind(token_id)
+        if kind is TokenKind.SPEECH_CODE and value >= CODEBOOK_SIZE:
+            return self.vocab.spch_end
+        return token_id
+
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """`logits` ([vocab] or [1, vocab]) with every disallowed id set to -inf (a new tensor)."""
         if logits.shape[-1] != self._masks.vocab_size:

@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from mio_agent.constraints import MioConstraint, prefix_allowed_tokens_fn
 from mio_agent.conversation import Mode, Part, Turn
+from mio_agent.engine_backends import KVBackend, make_backend
 from mio_agent.exceptions import ContextOverflowError, EngineBusyError
 from mio_agent.history import Segment, close_reply, common_prefix, parts_from_ids
 from mio_agent.parser import ParserEvent, StreamParser
 from mio_agent.presets import GenerationPreset, get_preset
+from mio_agent.reply_job import ReplyJob, StopReason
 from mio_agent.sampling import Sampler, SamplingParams
 from mio_agent.template import GENERATION_PROMPT, TURN_SEPARATOR, encode_text, system_segment, turn_segment
 
 if TYPE_CHECKING:
+    from mio_agent.config import EngineConfig
     from mio_agent.model.loading import LoadedModel
 
 __all__ = ["ConversationEngine", "ReplyOptions", "ReplyResult", "ReplyStream", "default_preset"]
 
-StopReason = Literal["stop", "length", "cancelled", "error"]
+VoiceTimbre = Literal["full", "skip"]
 # the fewest new tokens worth starting a reply for when the context is nearly full
 MIN_NEW_TOKENS = 16
 
@@ -48,6 +50,8 @@ class ReplyOptions:
     allow_image: bool = True
     min_speech_codes: int = 1
     max_speech_codes: int | None = None
+    # False: speech blocks end after their content codes (None: the engine's `voice_timbre`)
+    timbre: bool | None = None
 
 
 @dataclass(slots=True)
@@ -68,26 +72,6 @@ class ReplyResult:
     error: str | None = None
 
 
-@dataclass(slots=True)
-class _Job:
-    """State shared between the worker thread and the async consumer of one reply."""
-
-    pending: list[int]
-    constraint: MioConstraint
-    sampler: Sampler
-    parser: StreamParser
-    max_new_tokens: int
-    stop_ids: frozenset[int]
-    cancel: threading.Event = field(default_factory=threading.Event)
-    generated: list[int] = field(default_factory=list)
-    fed: int = 0
-    prefill_s: float = 0.0
-    first_token_s: float | None = None
-    decode_s: float = 0.0
-    reason: StopReason = "length"
-    error: str | None = None
-
-
 class ConversationEngine:
     """One conversation with MIO: turns, cache reuse across turns, streaming replies, cancellation.
 
@@ -105,7 +89,11 @@ class ConversationEngine:
         max_new_tokens: int = 2048,
         preset: str | None = None,
         seed: int | None = None,
+        backend: str = "auto",
+        voice_timbre: VoiceTimbre = "full",
     ) -> None:
+        if voice_timbre not in ("full", "skip"):
+            raise ValueError(f'voice_timbre must be "full" or "skip", got {voice_timbre!r}')
         self._lm = lm
         self.mode: Mode = mode
         self.max_context = int(max_context or lm.max_positions)
@@ -117,13 +105,38 @@ class ConversationEngine:
         sys_ids = encode_text(lm.tokenizer, system_segment(mode, system))
         self._ids: list[int] = list(sys_ids)
         self._segments: list[Segment] = [Segment("system", 0, len(sys_ids), None)]
-        self._cache: Any = None
+        self.voice_timbre: VoiceTimbre = voice_timbre
+        # "auto": the static cache and captured decode step on CUDA, Hugging Face's cache elsewhere
+        self._backend: KVBackend = make_backend(lm, backend, self.max_context)
         self._cached = 0
         self._busy = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mio-engine")
         self._replies = 0
         # a user turn still growing (speech so far) at the end of `_ids`, not yet one of `_segments`
         self._staged: Segment | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        lm: LoadedModel,
+        engine: EngineConfig,
+        *,
+        mode: Mode | None = None,
+        max_new_tokens: int | None = None,
+        preset: str | None = None,
+        seed: int | None = None,
+    ) -> ConversationEngine:
+        """A conversation set up from the config's engine section; keyword arguments override it."""
+        return cls(
+            lm,
+            mode=mode or engine.mode,
+            max_context=engine.max_context,
+            max_new_tokens=max_new_tokens or engine.max_new_tokens,
+            preset=preset,
+            seed=engine.seed if seed is None else seed,
+            backend=engine.backend,
+            voice_timbre=engine.voice_timbre,
+        )
 
     # -- inspection -------------------------------------------------------------------------
     @property
@@ -145,10 +158,15 @@ class ConversationEngine:
     def busy(self) -> bool:
         return self._busy
 
+    @property
+    def backend(self) -> str:
+        """Where the cache lives: "static" (preallocated, graph-captured step) or "dynamic"."""
+        return self._backend.name
+
     def close(self) -> None:
-        """Release the worker thread and the cache."""
+        """Release the worker thread and the cache (a static slot goes back to the model's pool)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
-        self._cache = None
+        self._backend.close()
         self._cached = 0
 
     # -- history edits ----------------------------------------------------------------------
@@ -214,12 +232,9 @@ class ConversationEngine:
         self._crop(keep)
 
     def _crop(self, keep: int) -> None:
-        if self._cache is None or keep >= self._cached:
+        if keep >= self._cached:
             return
-        if keep == 0:
-            self._cache = None
-        else:
-            self._cache.crop(keep - self._cache.get_seq_length())
+        self._backend.crop(keep, self._cached)
         self._cached = keep
 
     def _check_idle(self) -> None:
@@ -264,13 +279,8 @@ class ConversationEngine:
     # -- model work (worker thread) -----------------------------------------------------------
     def _forward(self, ids: Sequence[int]) -> torch.Tensor:
         """Feed ids after the cache; returns the last position's logits as float32 [vocab]."""
-        if self._cache is None:
-            from transformers import DynamicCache
-
-            self._cache = DynamicCache(config=self._lm.model.config)
-        x = torch.tensor([list(ids)], dtype=torch.long, device=self._lm.device)
-        out = self._lm.model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-        logits: torch.Tensor = out.logits[0, -1].float()
+        logits = self._backend.feed(ids, self._cached)
+        self._cached += len(ids)
         return logits
 
     def _prefill_sync(self) -> tuple[int, float]:
@@ -279,44 +289,21 @@ class ConversationEngine:
         if pending:
             with torch.inference_mode():
                 self._forward(pending)
-            self._cached = len(self._ids)
         return len(pending), time.perf_counter() - t0
 
-    def _generate_sync(self, job: _Job, post: Any) -> None:
+    def _generate_sync(self, job: ReplyJob, post: Any) -> None:
+        start = self._cached
         try:
             with torch.inference_mode():
-                t0 = time.perf_counter()
-                logits = self._forward(job.pending)
-                self._cached = len(self._ids) + len(self._gen_prompt)
-                job.prefill_s = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                for _ in range(job.max_new_tokens):
-                    if job.cancel.is_set():
-                        job.reason = "cancelled"
-                        break
-                    tok = job.sampler.select(job.constraint.apply(logits))
-                    job.constraint.advance(tok)
-                    job.sampler.observe(tok)
-                    job.generated.append(tok)
-                    if job.first_token_s is None:
-                        job.first_token_s = time.perf_counter() - t0
-                    post(len(job.generated), job.parser.feed(tok))
-                    if tok in job.stop_ids:
-                        job.reason = "stop"
-                        break
-                    if job.constraint.done:
-                        break
-                    logits = self._forward([tok])
-                    job.fed += 1
-                    self._cached += 1
-                job.decode_s = time.perf_counter() - t1
+                self._backend.generate(job, start, post)
+            self._cached = start + len(job.pending) + job.fed
         except (
             Exception
         ) as exc:  # the loop must end in a typed result, never an exception in the caller's loop
             job.reason = "error"
             job.error = f"{type(exc).__name__}: {exc}"
             # a forward that failed half-way may have written part of its keys into the cache
-            self._cache = None
+            self._backend.reset()
             self._cached = 0
             job.fed = 0
 
@@ -336,9 +323,7 @@ class ConversationEngine:
             pending = self._ids[self._cached :]
             if pending:
                 self._forward(pending)
-                self._cached = len(self._ids)
             logits = self._forward(self._gen_prompt).clone()
-            self._cached = len(self._ids) + len(self._gen_prompt)
             self._crop(len(self._ids))
         return logits
 
@@ -365,6 +350,9 @@ class ConversationEngine:
             "max_speech_codes": opts.max_speech_codes,
         }
 
+    def _timbre(self, opts: ReplyOptions) -> bool:
+        return (self.voice_timbre == "full") if opts.timbre is None else opts.timbre
+
     def reply(self, turn: Turn | None = None, options: ReplyOptions | None = None) -> ReplyStream:
         """Add `turn` (if any) and start generating the assistant's reply; iterate the stream for events."""
         self._check_idle()
@@ -379,9 +367,11 @@ class ConversationEngine:
         self._replies += 1
         params = opts.sampling or preset.streaming_params(seed)
         lm = self._lm
-        job = _Job(
+        job = ReplyJob(
             pending=self._ids[self._cached :] + self._gen_prompt,
-            constraint=MioConstraint(lm.vocab, **self._constraint_args(opts, max_new)),
+            constraint=MioConstraint(
+                lm.vocab, **self._constraint_args(opts, max_new), timbre=self._timbre(opts)
+            ),
             sampler=Sampler(params, lm.vocab.vocab_size, self._ids + self._gen_prompt),
             parser=StreamParser(lm.vocab, self._decode_text, stop_ids=lm.stop_ids),
             max_new_tokens=max_new,
@@ -412,7 +402,7 @@ class ConversationEngine:
         constraint_args = self._constraint_args(opts, max_new)
         allowed = prefix_allowed_tokens_fn(lm.vocab, prompt_length=len(prompt), **constraint_args)
         kwargs = preset.generate_kwargs() | {"max_new_tokens": max_new}
-        job = _Job(
+        job = ReplyJob(
             pending=[],
             constraint=MioConstraint(lm.vocab, **constraint_args),
             sampler=Sampler(preset.sampling_params(self.seed), lm.vocab.vocab_size),
@@ -449,7 +439,7 @@ class ConversationEngine:
     def _decode_text(self, ids: Sequence[int]) -> str:
         return str(self._lm.tokenizer.decode(list(ids), skip_special_tokens=False))
 
-    def _commit(self, job: _Job, delivered: int, prompt_tokens: int, dropped: int) -> ReplyResult:
+    def _commit(self, job: ReplyJob, delivered: int, prompt_tokens: int, dropped: int) -> ReplyResult:
         """Write the reply into the history as exactly the delivered tokens, and cut the cache to match."""
         body = job.generated[:delivered]
         kept = close_reply(self._lm.vocab, body, tuple(job.stop_ids))
@@ -493,7 +483,7 @@ class ReplyStream:
     block early cancels the reply. `result` is set once the reply has ended and been committed.
     """
 
-    def __init__(self, engine: ConversationEngine, job: _Job, prompt_tokens: int, dropped: int) -> None:
+    def __init__(self, engine: ConversationEngine, job: ReplyJob, prompt_tokens: int, dropped: int) -> None:
         self._engine = engine
         self._job = job
         self._prompt_tokens = prompt_tokens

@@ -113,18 +113,29 @@ class Sampler:
 
     def select(self, logits: torch.Tensor) -> int:
         """The next token id: argmax when not sampling, else a draw from softmax(process(logits))."""
+        return int(self.select_tensor(logits).item())
+
+    def select_tensor(self, logits: torch.Tensor) -> torch.Tensor:
+        """As `select`, but the id stays where the logits are (a [1] long tensor): no host sync, so
+        a GPU decode loop can queue the next step before it reads the id."""
         import torch
 
         flat = logits.reshape(-1) if logits.dim() == 2 and logits.shape[0] == 1 else logits
         scores = self.process(flat)
         if not self.params.do_sample:
-            return int(torch.argmax(scores).item())
+            return torch.argmax(scores).reshape(1)
         # inverse CDF rather than torch.multinomial, ten times slower over MIO's vocabulary on a CPU;
         # a float64 running sum never lets an id of probability 0 (exactly 0 in float32) be drawn
         cdf = torch.softmax(scores.float(), dim=-1).double().cumsum(dim=-1)
         u = torch.rand(1, dtype=torch.float64, device=cdf.device, generator=self._generator_for(cdf.device))
         idx = torch.searchsorted(cdf, u * cdf[-1], right=True)
-        return int(idx.clamp_(max=self.vocab_size - 1).item())
+        return idx.clamp_(max=self.vocab_size - 1)
+
+    def observe_tensor(self, token: torch.Tensor) -> None:
+        """As `observe`, for an id still on the device (from `select_tensor`)."""
+        if self._seen.device != token.device:
+            self._seen = self._seen.to(token.device)
+        self._seen[token] = True
 
     def _generator_for(self, device: torch.device) -> torch.Generator | None:
         import torch

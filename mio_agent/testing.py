@@ -112,7 +112,7 @@ class CapabilityHarness:
             if self.config.model.path is None
             else self._real()
         )
-        return ConversationEngine(lm, mode=mode, max_context=self.config.engine.max_context, seed=self.seed)
+        return ConversationEngine.from_config(lm, self.config.engine, mode=mode, seed=self.seed)
 
     def _real(self) -> LoadedModel:
         from mio_agent.model.loading import load_model

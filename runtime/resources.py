@@ -60,6 +60,7 @@ class Resources:
         from mio_agent.codecs.folders import speech_tokenizer_dir
         from mio_agent.codecs.speech import SpeechCodec
         from mio_agent.model.embedded import configured_model_dir
+        from mio_agent.model.fast_path import prepare_for_config
         from mio_agent.model.loading import load_model
 
         path, embedded = configured_model_dir(config.model)
@@ -68,6 +69,8 @@ class Resources:
         lm = load_model(
             path, device=config.model.device, dtype=config.model.dtype, progress=not quiet and not embedded
         )
+        # compile and capture the GPU decode step now, never on a user's first turn
+        prepare_for_config(lm, config.engine)
         speech = SpeechCodec.from_pretrained(
             speech_tokenizer_dir(config), device=_codec_device(config.codecs.device)
         )
@@ -78,13 +81,12 @@ class Resources:
     def engine(self, mode: CapabilityMode | None = None, *, seed: int | None = None) -> ConversationEngine:
         """A new conversation on the shared model, set up from the config's engine section."""
         e = self.config.engine
-        return ConversationEngine(
+        return ConversationEngine.from_config(
             self.lm,
+            e,
             mode=mode or e.mode,
-            max_context=e.max_context,
-            max_new_tokens=e.max_new_tokens,
             preset=e.preset if (mode or e.mode) == e.mode else None,
-            seed=e.seed if seed is None else seed,
+            seed=seed,
         )
 
     def image_codec(self) -> ImageCodec:

@@ -52,11 +52,11 @@ def _forward_all(lm: LoadedModel, ids: Sequence[int]) -> float:
 
 
 async def _conversation(
-    lm: LoadedModel, *, turns: int, user_tokens: int, reply_tokens: int, seed: int
+    lm: LoadedModel, *, turns: int, user_tokens: int, reply_tokens: int, seed: int, backend: str = "auto"
 ) -> tuple[list[float], list[float]]:
     rng = random.Random(seed)
     gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
-    engine = ConversationEngine(lm, mode="std", max_new_tokens=reply_tokens, seed=seed)
+    engine = ConversationEngine(lm, mode="std", max_new_tokens=reply_tokens, seed=seed, backend=backend)
     kept: list[float] = []
     scratch: list[float] = []
     opts = ReplyOptions(max_new_tokens=reply_tokens, sampling=GREEDY, allow_speech=False, allow_image=False)
@@ -106,8 +106,10 @@ def _generate_decode(lm: LoadedModel, prompt: Sequence[int], n: int) -> float:
     return n / max((t2 - t1) - (t1 - t0), 1e-9)
 
 
-async def _engine_decode(lm: LoadedModel, text: str, n: int) -> tuple[float, int, list[int]]:
-    engine = ConversationEngine(lm, mode="std", max_new_tokens=n)
+async def _engine_decode(
+    lm: LoadedModel, text: str, n: int, backend: str = "auto"
+) -> tuple[float, int, list[int]]:
+    engine = ConversationEngine(lm, mode="std", max_new_tokens=n, backend=backend)
     try:
         turn = Turn("user", (TextPart(text),))
         engine.add_turn(turn)
@@ -128,16 +130,22 @@ async def bench_engine(
     decode_tokens: int = 128,
     repeats: int = 3,
     seed: int = 0,
+    backend: str = "auto",
 ) -> dict[str, Any]:
     """Measure the engine against its baselines on `lm`; every figure comes from this one run."""
     torch.manual_seed(seed)
     rng = random.Random(seed + 1)
     # warm-up: first calls allocate and pick kernels
-    await _conversation(lm, turns=2, user_tokens=user_tokens, reply_tokens=4, seed=seed)
+    await _conversation(lm, turns=2, user_tokens=user_tokens, reply_tokens=4, seed=seed, backend=backend)
     kept_runs, scratch_runs = [], []
     for r in range(repeats):
         k, s = await _conversation(
-            lm, turns=turns, user_tokens=user_tokens, reply_tokens=reply_tokens, seed=seed + r
+            lm,
+            turns=turns,
+            user_tokens=user_tokens,
+            reply_tokens=reply_tokens,
+            seed=seed + r,
+            backend=backend,
         )
         kept_runs.append(k)
         scratch_runs.append(s)
@@ -148,7 +156,7 @@ async def bench_engine(
     engine_tps, bare_tps, gen_tps = [], [], []
     n_decoded = decode_tokens
     for _ in range(repeats):
-        tps, n_decoded, prompt = await _engine_decode(lm, text, decode_tokens)
+        tps, n_decoded, prompt = await _engine_decode(lm, text, decode_tokens, backend)
         engine_tps.append(tps)
         bare_tps.append(_bare_decode(lm, prompt, n_decoded))
         gen_tps.append(_generate_decode(lm, prompt, n_decoded))

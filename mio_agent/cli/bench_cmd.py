@@ -32,22 +32,52 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer repeats and turns (a smoke run)")
+    p.add_argument(
+        "--shape",
+        choices=["embedded", "bench", "mio-7b"],
+        default="bench",
+        help="engine: the model's shape (mio-7b: MIO-7B's sizes, random weights drawn on the device; default bench)",
+    )
+    p.add_argument(
+        "--backend", choices=["auto", "static", "dynamic"], default="auto", help="engine: the cache backend"
+    )
+    p.add_argument("--compile", action="store_true", help="engine: torch.compile the static decode step")
+    p.add_argument("--dtype", default="auto", help="engine: float32, bfloat16, float16 (auto: the shape's)")
     p.set_defaults(func=run)
 
 
 def _engine(args: argparse.Namespace) -> dict[str, Any]:
+    import time
+
     from mio_agent.benchmarks.engine import bench_engine
-    from mio_agent.model.embedded import embedded_model_path
-    from mio_agent.model.loading import load_model
+    from mio_agent.benchmarks.engine_fast import bench_engine_fast
+    from mio_agent.model.fast_path import prepare_fast_path
+    from mio_agent.model.shaped import describe_shape, shaped_model
 
     if not args.json:
-        print("building / loading the benchmark model (a random MIO-format model of ~80 M parameters)...")
-    path = embedded_model_path(seed=args.seed, preset="bench")
-    lm = load_model(path, device=args.device, dtype="float32", progress=False)
-    kwargs: dict[str, Any] = {"seed": args.seed}
+        print(f"building the {args.shape} model (random MIO-format weights) on {args.device}...")
+    t0 = time.perf_counter()
+    lm = shaped_model(args.shape, device=args.device, dtype=args.dtype, seed=args.seed)
+    build_s = time.perf_counter() - t0
+    static = args.backend == "static" or (args.backend == "auto" and lm.device.type == "cuda")
+    if static:
+        # compile and capture before anything is timed, as `run` and `serve` do at load
+        prepare_fast_path(lm, positions=lm.max_positions, compile=args.compile)
+    big = args.shape == "mio-7b"
+    kwargs: dict[str, Any] = {"seed": args.seed, "backend": args.backend}
+    fast_kwargs: dict[str, Any] = {"backend": args.backend}
     if args.quick:
         kwargs.update(turns=4, repeats=1, decode_tokens=32)
-    return asyncio.run(bench_engine(lm, **kwargs))
+        fast_kwargs.update(text_tokens=32, voice_frames=10, repeats=1)
+    elif big:
+        # the eager baselines decode at a tenth of the engine's speed: fewer of their tokens
+        kwargs.update(turns=6, repeats=1, decode_tokens=64)
+    figures = asyncio.run(bench_engine(lm, **kwargs))
+    # the short decode that decode_vs_forward compares; engine_tok_s below is the longer text reply
+    figures["decode_tok_s"] = figures.pop("engine_tok_s")
+    figures.update(asyncio.run(bench_engine_fast(lm, **fast_kwargs)))
+    figures.update({"shape": args.shape, "build_s": round(build_s, 1), "sizes": describe_shape(args.shape)})
+    return figures
 
 
 def run(args: argparse.Namespace) -> int:

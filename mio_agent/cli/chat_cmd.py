@@ -107,13 +107,13 @@ async def _chat(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     lm = open_model(cfg)
     mode = args.mode or cfg.engine.mode
-    engine = ConversationEngine(
+    engine = ConversationEngine.from_config(
         lm,
+        cfg.engine,
         mode=mode,
-        max_context=cfg.engine.max_context,
-        max_new_tokens=args.max_new_tokens or cfg.engine.max_new_tokens,
+        max_new_tokens=args.max_new_tokens,
         preset=cfg.engine.preset,
-        seed=args.seed if args.seed is not None else cfg.engine.seed,
+        seed=args.seed,
     )
     speaker = None
     out_dir = Path(args.out_dir)

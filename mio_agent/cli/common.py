@@ -42,6 +42,9 @@ def open_model(cfg: Config, *, quiet: bool = False):  # type: ignore[no-untyped-
     path, embedded = model_dir(cfg)
     if embedded and not quiet:
         print(EMBEDDED_NOTE, file=sys.stderr)
-    return load_model(
-        path, device=cfg.model.device, dtype=cfg.model.dtype, progress=not quiet and not embedded
-    )
+    from mio_agent.model.fast_path import prepare_for_config
+
+    lm = load_model(path, device=cfg.model.device, dtype=cfg.model.dtype, progress=not quiet and not embedded)
+    # compile and capture the GPU decode step at load, never on a user's first turn
+    prepare_for_config(lm, cfg.engine)
+    return lm

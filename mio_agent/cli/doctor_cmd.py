@@ -97,6 +97,7 @@ def _model(config: str | None) -> list[Check]:
                 "set model.path to a MIO-7B-Instruct folder (Hugging Face m-a-p/MIO-7B-Instruct) for real replies",
             )
         )
+        out += _tokenizer(path)
     else:
         from mio_agent.model.loading import check_model_folder
 
@@ -108,6 +109,7 @@ def _model(config: str | None) -> list[Check]:
             ]
         else:
             out.append(Check("ok", "model", str(path)))
+            out += _tokenizer(path)
     from mio_agent.codecs.folders import IMAGE_FOLDER, SPEECH_FOLDER, UNCLIP_FOLDER
 
     codecs = [
@@ -134,6 +136,61 @@ def _model(config: str | None) -> list[Check]:
             )
         )
     return out
+
+
+def _round_trip(tokenizer: Any) -> Check:
+    """Rendered prompts of every mode, with text, speech and image blocks, encoded then decoded."""
+    from mio_agent.conversation import Conversation, ImagePart, SpeechPart, TextPart, Turn
+    from mio_agent.template import render_prompt
+
+    turns = (
+        Turn(
+            "user", (TextPart("Describe this, please:\n"), ImagePart(tuple(range(32))), SpeechPart((12, 873)))
+        ),
+        Turn(
+            "assistant", (TextPart("A  cat 🐈, 2 ears; 你好."), SpeechPart((1, 2), ((3, 4), (5, 6), (7, 8))))
+        ),
+        Turn("user", (TextPart("again"),)),
+    )
+    convs = [
+        Conversation("std", turns),
+        Conversation("voice", turns),
+        Conversation("custom", turns, system="Be brief."),
+        Conversation("std"),
+    ]
+    count = 0
+    for conv in convs:
+        for gen in (True, False):
+            text = render_prompt(conv, generation_prompt=gen)
+            back = str(
+                tokenizer.decode(tokenizer.encode(text, add_special_tokens=False), skip_special_tokens=False)
+            )
+            count += 1
+            if back != text:
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(text, back, strict=False)) if a != b),
+                    min(len(text), len(back)),
+                )
+                return Check(
+                    "warn",
+                    "template round trip",
+                    f"a {conv.mode} prompt decodes differently from character {at}: "
+                    f"{text[max(0, at - 20) : at + 20]!r} became {back[max(0, at - 20) : at + 20]!r}",
+                    "the tokenizer files drop or change text (added tokens with lstrip/rstrip eat the whitespace "
+                    "next to them); compare them with those of m-a-p/MIO-7B-Instruct",
+                )
+    return Check("ok", "template round trip", f"{count} rendered prompts encode and decode to the same text")
+
+
+def _tokenizer(path: Path) -> list[Check]:
+    """Which tokenizer implementation the model folder gets, and whether the templates round-trip."""
+    from mio_agent.model.loading import load_tokenizer, tokenizer_implementation
+
+    try:
+        tokenizer = load_tokenizer(path)
+    except MioAgentError as exc:
+        return [Check("fail", "tokenizer", str(exc), "download m-a-p/MIO-7B-Instruct into that folder")]
+    return [Check("ok", "tokenizer", tokenizer_implementation(tokenizer)), _round_trip(tokenizer)]
 
 
 def _optional() -> list[Check]:

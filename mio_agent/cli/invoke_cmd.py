@@ -129,7 +129,7 @@ async def _invoke(args: argparse.Namespace) -> int:
     lm = open_model(cfg)
 
     def engine_factory(mode: Any) -> ConversationEngine:
-        return ConversationEngine(lm, mode=mode, max_context=cfg.engine.max_context, seed=cfg.engine.seed)
+        return ConversationEngine.from_config(lm, cfg.engine, mode=mode)
 
     ctx = CapabilityContext(
         parts=tuple(parts),

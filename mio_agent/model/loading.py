@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from tqdm import tqdm
@@ -28,9 +29,44 @@ from mio_agent.model.checkpoint import (
     require_tokenizer_files,
     shard_lacks,
 )
-from mio_agent.vocab import MioVocab
+from mio_agent.model.sp_tokenizer import LlamaTokenizerCompat, is_sentencepiece_folder
+from mio_agent.vocab import MioVocab, TokenizerLike
 
-__all__ = ["LoadedModel", "check_model_folder", "load_model", "load_tokenizer", "resolve_device_dtype"]
+if TYPE_CHECKING:
+    from mio_agent.model.fast_path import FastPath
+
+__all__ = [
+    "LoadedModel",
+    "TextTokenizer",
+    "check_model_folder",
+    "load_model",
+    "load_tokenizer",
+    "resolve_device_dtype",
+    "tokenizer_implementation",
+]
+
+
+class TextTokenizer(TokenizerLike, Protocol):
+    """What the project uses of a loaded tokenizer.
+
+    MIO's sentencepiece folder (tokenizer.model) loads as `LlamaTokenizerCompat`, with the slow
+    reference's ids; the embedded model's byte-level tokenizer.json loads through transformers.
+    """
+
+    def convert_ids_to_tokens(self, ids: list[int], skip_special_tokens: bool = ...) -> list[str]: ...
+
+    @property
+    def bos_token_id(self) -> int | None: ...
+
+    @property
+    def eos_token_id(self) -> int | None: ...
+
+    @property
+    def unk_token_id(self) -> int | None: ...
+
+    @property
+    def pad_token_id(self) -> int | None: ...
+
 
 _DTYPES = {
     "float16": torch.float16,
@@ -54,7 +90,7 @@ class LoadedModel:
     """
 
     model: LlamaForCausalLM
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: TextTokenizer
     vocab: MioVocab
     path: Path
     device: torch.device
@@ -62,6 +98,8 @@ class LoadedModel:
     max_positions: int
     stop_ids: tuple[int, ...]
     is_embedded: bool
+    # the static-cache decode path, set up by `prepare_fast_path` (or on first use)
+    fast: FastPath | None = None
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -101,9 +139,18 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.d
     return dev, _DTYPES[kind]
 
 
-def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+def tokenizer_implementation(tokenizer: TextTokenizer) -> str:
+    """Which implementation tokenizes (for `mio-agent doctor`)."""
+    if isinstance(tokenizer, LlamaTokenizerCompat):
+        return str(tokenizer.implementation)
+    return f"transformers {type(tokenizer).__name__} (tokenizer.json)"
+
+
+def _load_tokenizer(folder: Path) -> TextTokenizer:
     require_tokenizer_files(folder)
     try:
+        if is_sentencepiece_folder(folder):
+            return LlamaTokenizerCompat.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # tokenizers and sentencepiece raise bare Exceptions on damaged files
         raise ModelFilesError(
@@ -114,17 +161,23 @@ def _load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
         raise ModelFilesError(
             f"{folder} does not hold a Hugging Face tokenizer; copy the tokenizer files of {OFFICIAL_REPO}"
         )
-    return tokenizer
+    loaded: TextTokenizer = tokenizer
+    return loaded
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """Only the tokenizer of a model folder (for printing prompt ids without loading weights)."""
+def load_tokenizer(path: str | Path) -> TextTokenizer:
+    """Only the tokenizer of a model folder (for printing prompt ids without loading weights).
+
+    A folder with `tokenizer.model` (MIO's sentencepiece tokenizer) gets `LlamaTokenizerCompat`,
+    which gives the ids of MIO's reference (the slow LlamaTokenizer of transformers 4.34); a
+    folder with only `tokenizer.json` (the embedded model) loads through transformers.
+    """
     folder = Path(path).expanduser()
     require_folder(folder)
     return _load_tokenizer(folder)
 
 
-def _vocab(tokenizer: PreTrainedTokenizerBase, config: LlamaConfig, folder: Path) -> MioVocab:
+def _vocab(tokenizer: TextTokenizer, config: LlamaConfig, folder: Path) -> MioVocab:
     size = int(config.vocab_size)
     if len(tokenizer) > size:
         raise VocabularyError(
@@ -170,6 +223,9 @@ def _load_weights(
         file=sys.stderr,
         disable=not progress,
         dynamic_ncols=True,
+        # a shard takes seconds: show every one, however quickly it went
+        mininterval=0,
+        miniters=1,
     )
     with bar:
         for shard in files.shards:
@@ -185,9 +241,13 @@ def _load_weights(
                         f"{tuple(expected.required[key])}; "
                         "config.json and the weights come from different models"
                     )
+                # one tensor at a time, the source dropped before the next is read: with the shard
+                # memory-mapped (or popped by read_shard), host memory holds at most one shard's
+                # source pages beside the converted tensors
                 chunk[key] = tensor.to(
                     device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype
                 )
+                del tensor
             absent = shard_lacks(files, shard, chunk, expected)
             if absent:
                 raise ModelFilesError(missing_in_shard(shard, absent, files.index))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +35,10 @@ class SpeechCodec:
 
     Input audio of any rate and channel count is down-mixed (mean of the channels) and resampled
     (windowed sinc, torchaudio's default filter, as MIO's reference does) to 16 kHz at the edge.
-    Not thread-safe: give each thread its own streams, and serialise calls on one codec.
+    One codec serves every session of a process: its model calls (whole and streaming) are
+    serialised by a lock (`guard`), and on CUDA they run on the codec's own CUDA stream, so they
+    overlap the language model's decode steps instead of queueing behind them. Streams (encoders,
+    decoders) are not shared between threads: each belongs to one utterance or reply.
     """
 
     def __init__(self, model: SpeechTokenizerModel, *, device: str | torch.device = "cpu") -> None:
@@ -45,6 +51,25 @@ class SpeechCodec:
         self.sample_rate: int = self.config.sample_rate
         self.hop_length: int = self.config.hop_length
         self.codebook_size: int = self.config.codebook_size
+        self._lock = threading.RLock()
+        self._stream: Any = (
+            torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
+            if self.device.type == "cuda"
+            else None
+        )
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Hold the codec for one model call: the lock, and on CUDA the codec's own stream."""
+        with self._lock:
+            if self._stream is None:
+                yield
+                return
+            # the inputs were queued on the caller's stream; the codec's stream waits for them
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._stream):
+                yield
+            # results leave through .cpu() inside the block, which waits for this stream
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str = "cpu") -> SpeechCodec:
@@ -69,7 +94,7 @@ class SpeechCodec:
     def encode_samples(self, samples: np.ndarray, layers: int) -> np.ndarray:
         """Codes [layers, ceil(n / hop)] of the first `layers` RVQ layers for float32 mono audio at 16 kHz."""
         x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)
-        with torch.inference_mode():
+        with self.guard(), torch.inference_mode():
             codes = self.model.encode(x[None, None, :], layers)
         return codes[:, 0, :].cpu().numpy()
 
@@ -80,7 +105,7 @@ class SpeechCodec:
         """
         layers = check_layers(content, timbre, codebook_size=self.codebook_size, n_q=self.config.n_q)
         codes = torch.from_numpy(layers).to(self.device)[:, None, :]
-        with torch.inference_mode():
+        with self.guard(), torch.inference_mode():
             audio = self.model.decode(codes)
         return audio[0, 0].cpu().numpy().astype(np.float32, copy=False)
 

@@ -246,7 +246,7 @@ class StreamingSpeechDecoder:
                 f"the speech block ended with parts of unequal length ({shown}); it cannot be decoded"
             )
         self._finished = True
-        with torch.inference_mode():
+        with self._codec.guard(), torch.inference_mode():
             return self._frames.finish()
 
     def _check_open(self) -> None:
@@ -276,7 +276,7 @@ class StreamingSpeechDecoder:
             device=self._codec.device,
         )
         self._fed = ready
-        with torch.inference_mode():
+        with self._codec.guard(), torch.inference_mode():
             z = self._codec.model.quantizer.decode(block[:, None, :])
             return self._frames.add(z)
 
@@ -375,7 +375,7 @@ class StreamingSpeechEncoder:
             available = self._audio_total // self._hop - self._margin
             if len(self._codes) + self.chunk_frames + self.lookahead_frames > available:
                 return []
-        with torch.inference_mode():
+        with self._codec.guard(), torch.inference_mode():
             self._extend_features(final=final)
             return self._emit_codes(final=final)
 

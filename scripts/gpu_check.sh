@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one prepared run for a lent GPU machine (no network there): GPU tests, then the engine and
+# codec benchmarks at MIO-7B's shape, everything teed to $OUT. Before the run, on this machine:
+#   pip download -d .gpu-wheels --only-binary=:all: --python-version 3.11 \
+#       sentencepiece platformdirs tqdm psutil safetensors pytest pytest-asyncio hypothesis soxr
+# and pass `carry: [".gpu-wheels"]` to the device tool. Usage there: bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+log="$OUT/gpu_check.log"
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+    if [ -d .gpu-wheels ]; then
+        python -m pip install -q --no-index --find-links .gpu-wheels sentencepiece platformdirs tqdm psutil \
+            safetensors pytest pytest-asyncio hypothesis soxr 2>&1 | tail -3
+    fi
+    # the package as installed (runtime/, plugins/, tui/ under mio_agent), without pip or a network
+    tree=build/gpu && rm -rf "$tree" && mkdir -p "$tree/mio_agent"
+    for entry in mio_agent/*; do ln -s "$PWD/$entry" "$tree/mio_agent/$(basename "$entry")"; done
+    for sub in runtime plugins tui; do ln -s "$PWD/$sub" "$tree/mio_agent/$sub"; done
+    export PYTHONPATH="$PWD/$tree:$PWD"
+} 2>&1 | tee "$log"
+export PYTHONPATH="$PWD/build/gpu:$PWD"
+bench() { timeout "$1" python -m mio_agent.cli.main "${@:2}"; }
+{
+    echo "== GPU tests"
+    timeout 240 python -m pytest -q -p no:cacheprovider tests/test_engine_cuda.py tests/test_engine_static.py
+    echo "== bench engine, mio-7b, CUDA graphs (eager kernels)"
+    bench 420 bench engine --shape mio-7b --device cuda --json | tee "$OUT/engine_mio7b.json"
+    echo "== bench engine, mio-7b, CUDA graphs + torch.compile"
+    bench 600 bench engine --shape mio-7b --device cuda --compile --json | tee "$OUT/engine_mio7b_compile.json"
+    echo "== bench codecs on CUDA"
+    bench 300 bench codecs --device cuda --json | tee "$OUT/codecs_cuda.json"
+} 2>&1 | tee -a "$log"
