@@ -34,3 +34,7 @@ bench() { timeout "$1" python -m mio_agent.cli.main "${@:2}"; }
     echo "== bench codecs on CUDA"
     bench 300 bench codecs --device cuda --json | tee "$OUT/codecs_cuda.json"
 } 2>&1 | tee -a "$log"
+{
+    echo "== bench voice, mio-7b on CUDA: end of speech to first audio through the runtime"
+    bench 300 bench voice --shape mio-7b --device cuda --quick --json | tee "$OUT/voice_mio7b.json"
+} 2>&1 | tee -a "$log"

@@ -35,8 +35,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--shape",
         choices=["embedded", "bench", "mio-7b"],
-        default="bench",
-        help="engine: the model's shape (mio-7b: MIO-7B's sizes, random weights drawn on the device; default bench)",
+        default=None,
+        help="engine, voice: the model's shape (mio-7b: MIO-7B's sizes, random weights drawn on the device; "
+        "default: bench for engine, embedded for voice)",
     )
     p.add_argument(
         "--backend", choices=["auto", "static", "dynamic"], default="auto", help="engine: the cache backend"
@@ -54,6 +55,7 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
     from mio_agent.model.fast_path import prepare_fast_path
     from mio_agent.model.shaped import describe_shape, shaped_model
 
+    args.shape = args.shape or "bench"
     if not args.json:
         print(f"building the {args.shape} model (random MIO-format weights) on {args.device}...")
     t0 = time.perf_counter()
