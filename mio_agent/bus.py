@@ -37,7 +37,9 @@ class Subscription:
       SubscriptionClosed. The consumer should check `closed_reason` and hang up.
     - "block": `EventBus.publish_wait` waits until there is room. For trusted in-process
       consumers that must see everything (the session log). A plain `publish` never waits: it
-      queues past `maxsize` rather than lose the event.
+      queues past `maxsize` rather than lose the event; producers of many events await
+      `EventBus.room()` between them, which bounds the queue to about `maxsize` plus what one
+      input or one reply event makes.
 
     All methods run on the event loop's thread.
     """
@@ -313,6 +315,20 @@ class EventBus:
                 break
             await full._room()
         self.publish(ev)
+
+    async def room(self) -> None:
+        """Wait until no "block" subscriber's data queue is full.
+
+        Producers of many events (a session's input loop, a reply's stream) await this between
+        events, so a slow "block" consumer (the session log on a slow disk) holds them back
+        instead of letting its queue grow without bound. Control events are never held back.
+        """
+        self._bind()
+        while not self._closed:
+            full = next((s for s in self._subs if s.policy == "block" and len(s._data) >= s.maxsize), None)
+            if full is None:
+                return
+            await full._room()
 
     def publish_threadsafe(self, ev: Event) -> None:
         """`publish` from any thread: the event is published on the bus's loop soon after.

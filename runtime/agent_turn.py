@@ -7,7 +7,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -70,8 +70,11 @@ class AgentTurn:
         playback: PlaybackControl,
         executor: Executor,
         voice: bool = False,
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.res = res
+        # awaited between reply events: a "block" consumer that fell behind holds the reply back
+        self._room = room
         self.session = session
         self.turn = turn
         self._publish_now = publish
@@ -214,6 +217,8 @@ class AgentTurn:
                 if self.interrupted:
                     break
                 await self._on_parsed(ev)
+                if self._room is not None:
+                    await self._room()
             await self.speech.finish()
         result = stream.result
         if result is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,14 +32,20 @@ LOG_QUEUE = 4096
 
 
 class _LogWriter:
-    """Writes every event of a session to its SessionLog from a worker thread, in batches."""
+    """Writes every event of a session, and its finished exchanges, to its SessionLog.
+
+    The SessionLog is owned by one worker thread: event batches, exchange records (SQLite commits
+    with synchronous=FULL) and the final close all run there, in order, never on the event loop.
+    """
 
     def __init__(self, session_log: SessionLog, bus: EventBus) -> None:
         self.log = session_log
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"log-{session_log.session_id}")
         self._sub: Subscription = bus.subscribe("session-log", maxsize=LOG_QUEUE, policy="block")
         self._task = asyncio.create_task(self._run(), name=f"log-{session_log.session_id}")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 batch = [await self._sub.get()]
@@ -47,7 +53,7 @@ class _LogWriter:
                 return
             while self._sub.pending:
                 batch.append(await self._sub.get())
-            await asyncio.to_thread(self._write, batch)
+            await loop.run_in_executor(self._pool, self._write, batch)
 
     def _write(self, batch: list[Event]) -> None:
         for ev in batch:
@@ -57,11 +63,23 @@ class _LogWriter:
                 log.exception("session log %s: cannot write %s", self.log.session_id, ev.type)
                 return
 
+    def record(self, n: int, user: Turn, reply: Turn) -> None:
+        """Store a finished exchange on the log's thread (returns at once; called from the loop)."""
+        self._pool.submit(self._record, n, user, reply)
+
+    def _record(self, n: int, user: Turn, reply: Turn) -> None:
+        try:
+            _store_exchange(self.log, n, user, reply)
+        except Exception:  # the store is best effort here; the event log has everything
+            log.exception("session %s: could not store turn %d", self.log.session_id, n)
+
     async def close(self, status: str) -> None:
         self._sub.close("session closed", drain=True)
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await asyncio.to_thread(self.log.close, status)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self.log.close, status)
+        self._pool.shutdown(wait=False)
 
 
 def _store_exchange(session_log: SessionLog, n: int, user: Turn, reply: Turn) -> None:
@@ -133,9 +151,8 @@ class SessionHub:
         if session_log is not None:
             if session_log.store is not None:
                 await asyncio.to_thread(_restore, session, session_log)
-            session.on_exchange = functools.partial(_store_exchange, session_log)
-        if session_log is not None:
-            self._logs[session.id] = _LogWriter(session_log, session.bus)
+            writer = self._logs[session.id] = _LogWriter(session_log, session.bus)
+            session.on_exchange = writer.record
         self._sessions[session.id] = session
         # before start, so watchers see the session's first state too
         for callback in self.on_open:

@@ -184,7 +184,8 @@ class Session:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._set_state("closed")
-        self.engine.close()
+        # the engine's worker may be inside a decode step: wait for it off the loop
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
         self._encode_pool.shutdown(wait=False, cancel_futures=True)
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -284,6 +285,8 @@ class Session:
 
     async def _input_loop(self) -> None:
         while True:
+            # a "block" consumer (the session log) that fell behind holds the inputs back
+            await self.bus.room()
             ev = await self._inputs.get()
             try:
                 if isinstance(ev, AudioIn):
@@ -489,6 +492,7 @@ class Session:
             playback=self.playback,
             executor=self._decode_pool,
             voice=self.mode == "voice",
+            room=self.bus.room,
         )
         self._agent = agent
         return agent

@@ -370,3 +370,22 @@ async def test_a_wake_up_is_passed_on_when_the_woken_reader_is_cancelled() -> No
     got = await asyncio.wait_for(second, 1)
     assert texts([got]) == ["1"]
     assert first.cancelled()
+
+
+async def test_room_waits_for_a_full_block_subscriber_and_only_for_it() -> None:
+    bus = EventBus()
+    log = bus.subscribe("log", maxsize=2, policy="block")
+    display = bus.subscribe("display", maxsize=1, policy="drop_oldest")
+    for i in range(2):
+        bus.publish(delta(i))
+    assert display.pending == 1  # a full drop_oldest subscriber never holds producers back
+    waiter = asyncio.create_task(bus.room())
+    await asyncio.sleep(0)  # one pass of the loop: the waiter is parked on the log's queue
+    assert not waiter.done()
+    assert (await log.get()).text == "0"  # type: ignore[attr-defined]
+    await asyncio.wait_for(waiter, 5)
+    # with room, it returns at once; a closed bus never holds anyone
+    await asyncio.wait_for(bus.room(), 5)
+    bus.publish(delta(2))
+    bus.close()
+    await asyncio.wait_for(bus.room(), 5)

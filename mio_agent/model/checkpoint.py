@@ -35,6 +35,8 @@ __all__ = [
 OFFICIAL_REPO = "m-a-p/MIO-7B-Instruct"
 # older transformers saved the rotary frequencies; they are recomputed from the config
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# the first bytes of a zip archive, as torch.save has written since torch 1.6
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -211,14 +213,38 @@ def reject_unexpected(keys: list[str], where: Path) -> None:
 
 
 def read_shard(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) of one weight file, on the CPU, memory-mapped where the format allows."""
+    """(key, tensor) of one weight file, on the CPU, memory-mapped where the format allows.
+
+    Tensors come one at a time and are not kept here once handed over, so a caller that converts
+    each to its device and dtype and drops it holds at most one shard's source tensors (file-backed
+    pages for safetensors and zip-format .bin files) beside what it converted.
+    """
     if file.suffix == ".safetensors":
         yield from _read_safetensors(file)
         return
+    data = _load_bin(file)
+    # popped, not iterated: a tensor the caller has dropped is freed at once (a legacy pickle's
+    # tensors are in memory, not in a mapped file)
+    for key in list(data):
+        yield key, data.pop(key)
+
+
+def _is_zip(file: Path) -> bool:
+    # torch.save's format since torch 1.6; only these pickles can be memory-mapped
+    with file.open("rb") as f:
+        return f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+
+
+def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     try:
-        try:
-            data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:
+        data: object = None
+        if _is_zip(file):
+            try:
+                # the tensors stay pages of the file, read as they are converted: no copy of the shard
+                data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:
+                data = None  # a zip torch cannot map (e.g. repacked by another tool): read it whole
+        if data is None:
             # pickles from before torch's zip format cannot be mapped; read them whole
             data = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many kinds on a damaged pickle
@@ -227,7 +253,7 @@ def read_shard(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         raise ModelFilesError(
             f"{file} is not a state dict of tensors; download it again from {OFFICIAL_REPO}"
         )
-    yield from data.items()
+    return data
 
 
 def _read_safetensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -259,3 +260,27 @@ async def test_a_resumed_session_remembers_its_conversation(res: Resources, tmp_
     assert [(e.turn, e.reason) for e in ended] == [(3, "completed")]
     assert len(again.engine.turns) == 6
     await hub2.aclose()
+
+
+async def test_exchanges_are_stored_off_the_event_loop(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store commits (SQLite, synchronous=FULL) run on the log's own thread, never the loop's."""
+    import threading
+
+    from mio_agent.session_log import SessionLog
+
+    threads: list[str] = []
+    original = SessionLog.record_turn
+
+    def record(self: SessionLog, *args: Any, **kwargs: Any) -> None:
+        threads.append(threading.current_thread().name)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionLog, "record_turn", record)
+    hub = SessionHub(res, log_root=tmp_path / "sessions")
+    session = await hub.open()
+    session.submit(TextIn(session=session.id, turn=0, text="hello"))
+    await session.idle(60)
+    await hub.aclose()  # closing waits for the log's thread, so every record has run
+    assert threads and all(name.startswith("log-") for name in threads), threads
