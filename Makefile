@@ -1,22 +1,25 @@
 # The two commands of the README: `make run` and `make test`. Each sets up what it needs first.
-.PHONY: setup run chat test lint bench
+.PHONY: setup setup-test run chat test lint bench
 
 setup:
 	@bash scripts/setup.sh
+
+setup-test:
+	@bash scripts/setup.sh --test
 
 run: setup
 	bash scripts/run.sh
 
 chat: setup
-	.venv/bin/mio-agent chat
+	.venv/bin/mio-agent chat --mode std
 
-test: setup
+test: setup-test
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	bash scripts/typecheck.sh
 	.venv/bin/python -m pytest -q
 
-bench: setup
+bench: setup-test
 	.venv/bin/mio-agent bench engine
 	.venv/bin/mio-agent bench codecs
 	.venv/bin/mio-agent bench voice

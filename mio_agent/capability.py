@@ -18,6 +18,8 @@ from mio_agent.parser import TextDelta as ParsedText
 from mio_agent.presets import PRESETS
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from mio_agent.engine import ConversationEngine
 
 __all__ = [
@@ -128,7 +130,14 @@ class CapabilityContext:
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
+        """The input's images as MIO sees them (32 codes each; `.picture` holds the pixels when known)."""
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
+
+    @property
+    def pictures(self) -> tuple[Image.Image, ...]:
+        """The input images as the user gave them (Pillow images, RGB), for capabilities that work on
+        pixels; images known only as codes (e.g. from the history) are not among them."""
+        return tuple(p.picture for p in self.images if p.picture is not None)
 
     @property
     def speech(self) -> tuple[SpeechPart, ...]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from mio_agent.exceptions import ConversationError
 from mio_agent.vocab import CODEBOOK_SIZE, IMAGE_CODES, IMAGE_TOKENS_PER_IMAGE, NUM_SPEECH_LAYERS
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "MODES",
@@ -55,9 +58,16 @@ class SpeechPart:
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    """One image as exactly 32 SEED-2 codes."""
+    """One image as exactly 32 SEED-2 codes, and the picture it was encoded from when known.
+
+    `picture` (a Pillow image, as the user or the camera gave it) is what a capability that works
+    on pixels uses; MIO only ever sees the codes, so two parts with the same codes are equal
+    whatever their pictures. It is None for images that exist only as codes (from the history, a
+    conversation file or the model's own output).
+    """
 
     codes: tuple[int, ...]
+    picture: Image.Image | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_image(self.codes)

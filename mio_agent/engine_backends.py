@@ -75,7 +75,7 @@ class DynamicBackend:
 
             self._cache = DynamicCache(config=self._lm.model.config)
         x = torch.tensor([list(ids)], dtype=torch.long, device=self._lm.device)
-        out = self._lm.model(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+        out = self._lm.model(input_ids=x, cache=self._cache, use_cache=True, logits_to_keep=1)
         logits: torch.Tensor = out.logits[0, -1].float()
         return logits
 

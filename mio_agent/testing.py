@@ -128,7 +128,8 @@ class CapabilityHarness:
         from mio_agent.codecs.image.io import load_image
 
         codec = _image_codec(str(image_tokenizer_dir(self.config)))
-        return ImagePart(tuple(codec.encode(load_image(image))))
+        picture = load_image(image)
+        return ImagePart(tuple(codec.encode(picture)), picture)
 
     def speech_part(self, wav: str | os.PathLike[str]) -> SpeechPart:
         """A WAV file as its content codes."""

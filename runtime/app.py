@@ -22,6 +22,7 @@ from mio_agent.runtime.audio.base import SAMPLE_RATE, AudioSink, AudioSource
 from mio_agent.runtime.camera import CameraSource
 from mio_agent.runtime.hub import SessionHub
 from mio_agent.runtime.playback import LocalPlayback
+from mio_agent.runtime.report import SessionReport
 from mio_agent.runtime.session import Session
 from mio_agent.runtime.status import StatusLine
 
@@ -66,6 +67,9 @@ class VoiceApp:
         self.session: Session | None = None
         self.turns_done = 0
         self.exit_reason = "closed"
+        self.report = SessionReport()
+        # false once the turn limit is reached: the microphone is no longer heard (no new turn starts)
+        self._accepting = True
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._camera: CameraSource | None = None
@@ -151,6 +155,8 @@ class VoiceApp:
             frame = await self.mic.read()
             if frame is None:
                 break
+            if not self._accepting:
+                continue
             samples = frame.samples
             if self._echo is not None:
                 result = self._echo.process(frame)
@@ -169,7 +175,7 @@ class VoiceApp:
         await session.idle()
         # a simulated room advances its clock only while its microphone is read: never wait forever
         await self.speaker.drain(timeout=self.speaker.buffered_ms / 1000.0 + 2.0)
-        self.stop("input ended")
+        self.stop("the input file ended")
 
     async def _play(self, sub: Subscription) -> None:
         while True:
@@ -188,14 +194,18 @@ class VoiceApp:
 
     async def _count_turns(self, session: Session) -> None:
         sub = session.bus.subscribe(
-            "turn-counter", maxsize=64, policy="block", filter=lambda e: e.type == "turn.ended"
+            "turn-counter", maxsize=4096, policy="block", filter=lambda e: e.type in _REPORTED
         )
         limit = self.options.turns
-        async for _ in sub:
+        async for ev in sub:
+            self.report.feed(ev)
+            if ev.type != "turn.ended":
+                continue
             self.turns_done += 1
             if limit is not None and self.turns_done >= limit:
+                self._accepting = False
                 await self.speaker.drain(timeout=30.0)
-                self.stop(f"{limit} turns done")
+                self.stop(f"stopped after {limit} turn{'s' if limit != 1 else ''} (--turns)")
                 return
 
 
@@ -204,6 +214,9 @@ def _stale_audio(cleared: int, ev: Event) -> bool:
 
 
 _SPEAKER_EVENTS = frozenset({"audio.out", "playback.clear", "turn.ended"})
+_REPORTED = frozenset(
+    {"user.turn", "user.transcript", "text.delta", "audio.out", "metrics", "error", "turn.ended"}
+)
 
 
 def _make_echo(speaker: AudioSink) -> EchoCanceller | None:
@@ -215,10 +228,20 @@ def _make_echo(speaker: AudioSink) -> EchoCanceller | None:
     return EchoCanceller(speaker.reference)
 
 
-def print_summary(app: VoiceApp, out: TextIO) -> None:
-    """One line about the session that just ended: id, turns, where its log is."""
+def print_summary(app: VoiceApp, out: TextIO, files: dict[str, Path] | None = None) -> None:
+    """What the session did, in plain words: each turn (heard, answered, latency by stage) and
+    where its files are; with the embedded model, what its replies sound like."""
     session = app.session
     if session is None:
         return
-    where = f", log in {app.options.session_dir / session.id}" if app.options.session_dir else ""
-    out.write(f"\nsession {session.id}: {app.turns_done} turn(s), {app.exit_reason}{where}\n")
+    reason = {"SIGINT": "stopped by Ctrl-C", "SIGTERM": "stopped by SIGTERM"}.get(
+        app.exit_reason, app.exit_reason
+    )
+    app.report.write(
+        out,
+        session=session.id,
+        why=reason,
+        folder=app.options.session_dir / session.id if app.options.session_dir else None,
+        embedded=app.res.embedded,
+        files=files,
+    )

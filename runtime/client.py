@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from mio_agent.events import AudioOut, Event, event_from_dict
+from mio_agent.events import BINARY_EVENT_TYPES, AudioOut, Event, event_from_dict
 from mio_agent.exceptions import ProtocolError
 from mio_agent.protocol import PROTOCOL_VERSION, Frame, FrameKind, encode_json, pack_frame, unpack_frame
 
 __all__ = ["MioClient", "ServerError", "Welcome"]
+
+_KEPT_UPLOADS = 16
+"""Images (by stream, for `invoke`) and unanswered echoes this client keeps the bytes of."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,10 @@ class MioClient:
     `async for item in client` yields Events (AudioOut rebuilt from binary frames, ImageOut with
     its PNG), ServerErrors and pongs (dicts). `last_seq` is the newest sequence number received;
     `reconnect()` resumes the session with it, so nothing within the replay buffer is lost.
+
+    The server echoes accepted uploads (`image.in`, `capability.invoke` with an image) with their
+    bytes left out (`{"bytes": n}`): this client fills in the bytes it sent. An echo whose bytes it
+    does not hold (an upload made by another client of the session) is yielded as the raw message dict.
     """
 
     def __init__(
@@ -61,6 +69,10 @@ class MioClient:
         self._ids = itertools.count(1)
         self._streams = itertools.count(1)
         self._pending_image: dict[str, Any] | None = None
+        self._images: OrderedDict[int, bytes] = OrderedDict()
+        """Uploaded images by stream (what `invoke(image_stream=...)` refers to)."""
+        self._echoes: deque[tuple[str, str, bytes]] = deque(maxlen=_KEPT_UPLOADS)
+        """(event type, field, bytes) of uploads whose echo has not arrived yet, oldest first."""
 
     @property
     def session(self) -> str:
@@ -79,10 +91,20 @@ class MioClient:
             hello["mode"] = self.mode
         if resume:
             hello["resume"] = {"session": resume, "last_seq": self.last_seq}
-        await self.ws.send(encode_json(hello))
-        reply = json.loads(await self.ws.recv())
+        try:
+            await self.ws.send(encode_json(hello))
+            reply = json.loads(await self.ws.recv())
+        except ConnectionClosed as exc:
+            self.ws = None
+            close = exc.rcvd
+            reason = f"{close.reason} (close code {close.code})" if close else "no close frame"
+            raise ProtocolError(
+                f"the server closed the connection during the handshake: {reason}",
+                code="auth.token" if close and close.code == 4001 else "protocol.invalid",
+            ) from None
         if reply.get("type") == "error":
             await self.ws.close()
+            self.ws = None
             raise ProtocolError(f"the server refused the connection: {reply['message']}", code=reply["code"])
         if resume is None:
             self.last_seq = int(reply["seq"])
@@ -156,6 +178,12 @@ class MioClient:
     async def send_image(self, data: bytes, name: str = "") -> int:
         """Upload an image (PNG/JPEG); it joins the next turn. Returns its stream id (for `invoke`)."""
         stream = next(self._streams)
+        data = bytes(data)
+        self._images[stream] = data
+        while len(self._images) > _KEPT_UPLOADS:
+            self._images.popitem(last=False)
+        # before sending: a task reading meanwhile may decode the echo as soon as it arrives
+        self._echoes.append(("image.in", "data", data))
         await self.send({"type": "image", "stream": stream, "bytes": len(data), "name": name})
         await self.send_frame(FrameKind.IMAGE_IN, stream, data)
         return stream
@@ -164,6 +192,9 @@ class MioClient:
         msg: dict[str, Any] = {"type": "invoke", "name": name, "text": text}
         if image_stream is not None:
             msg["image_stream"] = image_stream
+            image = self._images.get(image_stream)
+            if image is not None:
+                self._echoes.append(("capability.invoke", "image", image))
         return await self.send(msg)
 
     async def interrupt(self) -> str:
@@ -179,6 +210,27 @@ class MioClient:
         return await self.send({"type": "ping", "nonce": nonce})
 
     # -- receiving ----------------------------------------------------------------------------
+    def _own_payloads(self, d: Mapping[str, Any]) -> dict[str, bytes] | None:
+        """The bytes of an echoed upload's fields (`{"bytes": n}` in `d`), taken from what this
+        client sent; None when it holds none of that type and size."""
+        payloads: dict[str, bytes] = {}
+        for name, value in d.items():
+            if not (isinstance(value, dict) and set(value) == {"bytes"}):
+                continue
+            match = next(
+                (
+                    e
+                    for e in self._echoes
+                    if e[0] == d["type"] and e[1] == name and len(e[2]) == value["bytes"]
+                ),
+                None,
+            )
+            if match is None:
+                return None
+            self._echoes.remove(match)
+            payloads[name] = match[2]
+        return payloads
+
     def _decode(self, raw: str | bytes) -> Event | ServerError | dict[str, Any] | None:
         if isinstance(raw, bytes):
             frame = unpack_frame(raw)
@@ -199,6 +251,10 @@ class MioClient:
             if d["type"] == "image.out" and isinstance(d.get("png"), dict):
                 self._pending_image = d  # its PNG follows in the next binary frame
                 return None
+            if d["type"] in BINARY_EVENT_TYPES:
+                # no frame follows an echoed upload: its bytes are the ones this client sent
+                payloads = self._own_payloads(d)
+                return dict(msg) if payloads is None else event_from_dict(d, payloads=payloads)
             return event_from_dict(d)
         if msg["type"] == "error":
             return ServerError(msg["code"], msg["message"], msg.get("ref"), bool(msg.get("fatal")))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mio_agent.cli.common import output_file, output_folder
 from mio_agent.config import Config, load_config
 from mio_agent.exceptions import ConfigError
 
@@ -83,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--turns must be 1 or more, got {args.turns}")
     if args.fast and not args.mic_file:
         raise ConfigError("--fast needs --mic-file: a live microphone cannot run faster than real time")
-    session_dir = _session_dir(args, cfg)
+    session_dir = output_folder(_session_dir(args, cfg), "--session-dir")
+    speaker_file = output_file(args.speaker_file, "--speaker-file") if args.speaker_file else None
     camera = args.camera if args.camera is not None else cfg.camera.device
 
     async def main() -> int:
@@ -93,8 +95,8 @@ def _run(args: argparse.Namespace) -> int:
             else MicrophoneSource(args.input_device or cfg.audio.input_device)
         )
         speaker: Any = (
-            FileSpeakerSink(args.speaker_file, fast=args.fast)
-            if args.speaker_file
+            FileSpeakerSink(speaker_file, fast=args.fast)
+            if speaker_file is not None
             else SpeakerSink(args.output_device or cfg.audio.output_device)
         )
         res = await asyncio.to_thread(Resources.load, cfg, quiet=False)

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import hmac
 import http
+import ipaddress
 import logging
+import math
 import mimetypes
 import socket
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,9 @@ from mio_agent.events import (
 )
 from mio_agent.exceptions import ConfigError, MioAgentError, ProtocolError
 from mio_agent.protocol import PROTOCOL_VERSION, ClientMessage, FrameKind, decode_client_message, unpack_frame
-from mio_agent.protocol.messages import encode_json, welcome_message
+from mio_agent.protocol.messages import MAX_TEXT_CHARS, encode_json, welcome_message
 from mio_agent.runtime.hub import SessionHub
-from mio_agent.runtime.ws_channel import CLOSE_TOO_SLOW, Channel, Outbox
+from mio_agent.runtime.ws_channel import Channel, Outbox
 
 __all__ = ["LOOPBACK", "WEB_ROOT", "WS_PATH", "MioServer"]
 
@@ -51,14 +53,38 @@ HELLO_TIMEOUT_S = 10.0
 # a client may send audio this much faster than real time (a file) before it is refused
 AUDIO_BURST = 4.0
 AUDIO_BURST_S = 10.0
+DROP_REPORT_S = 1.0
+"""Dropped audio is reported at most once per this many seconds (with a count), and when its stream ends."""
 KEEP_DETACHED_S = 300.0
-"""How long a session without a connection waits for its client to resume."""
+"""How long a session without a connection waits for its client to resume (unless its room is needed
+sooner by a new session: then the oldest such session is closed)."""
 _KEPT_IMAGES = 4
 SEND_BUFFER = 64 * 1024
 
 
 def _is_ws(request: Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _host_name(authority: str) -> str:
+    """The host of a Host header (or of an Origin without its scheme): lower case, no port, no brackets."""
+    value = authority.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
+    name, sep, port = value.rpartition(":")
+    if sep and ":" not in name and (port.isdigit() or not port):
+        value = name
+    return value.rstrip(".")
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class _Connection:
@@ -75,6 +101,12 @@ class _Connection:
         self.images: OrderedDict[int, bytes] = OrderedDict()
         self.started = time.monotonic()
         self.audio_s = 0.0
+        self.dropped = 0
+        """Audio chunks dropped (too fast) since the last `audio.rate` error; `dropped_s` their seconds."""
+        self.dropped_s = 0.0
+        self.dropped_total = 0
+        self._reported_at = -math.inf
+        self._report: asyncio.TimerHandle | None = None
 
     def _ev(self, cls: type[Event], **fields: Any) -> Any:
         return cls(session=self.session.id, turn=0, **fields)
@@ -93,6 +125,7 @@ class _Connection:
             self.audio[msg.get("stream")] = (rate, ch)
         elif kind == "audio.end":
             self.audio.pop(msg.get("stream"), None)
+            self.report_drops()
         elif kind == "video.start":
             w, h = msg.get("width"), msg.get("height")
             if not (0 < w <= 1920 and 0 < h <= 1080):
@@ -152,10 +185,8 @@ class _Connection:
             seconds = len(frame.payload) / (2 * ch * rate)
             allowed = (time.monotonic() - self.started) * AUDIO_BURST + AUDIO_BURST_S
             if self.audio_s + seconds > allowed:
-                raise ProtocolError(
-                    f"audio arrives faster than {AUDIO_BURST:g}x real time; this chunk was dropped",
-                    code="audio.rate",
-                )
+                self._drop(seconds)
+                return
             self.audio_s += seconds
             if frame.payload:
                 self.session.submit(self._ev(AudioIn, pcm=frame.payload, sample_rate=rate, channels=ch))
@@ -191,9 +222,48 @@ class _Connection:
                 f"{frame.kind.name} frames go from the server to clients, not back", code="protocol.frame"
             )
 
+    def _drop(self, seconds: float) -> None:
+        """Count a chunk dropped for arriving too fast; report at once, or when the interval ends."""
+        self.dropped += 1
+        self.dropped_s += seconds
+        self.dropped_total += 1
+        wait = self._reported_at + DROP_REPORT_S - time.monotonic()
+        if wait <= 0:
+            self.report_drops()
+        elif self._report is None:
+            self._report = asyncio.get_running_loop().call_later(wait, self.report_drops)
+
+    def report_drops(self) -> None:
+        """One `audio.rate` error for every chunk dropped since the last one (if any were)."""
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+        if not self.dropped:
+            return
+        n, seconds = self.dropped, self.dropped_s
+        self.dropped, self.dropped_s = 0, 0.0
+        self._reported_at = time.monotonic()
+        self.channel.send_error(
+            "audio.rate",
+            f"{n} audio chunk(s) ({seconds:.2f} s of audio) were dropped: audio arrives faster than "
+            f"{AUDIO_BURST:g}x real time (after a {AUDIO_BURST_S:g} s burst); send it closer to real time",
+            extra={"dropped": n, "dropped_s": round(seconds, 3), "dropped_total": self.dropped_total},
+        )
+
+    def close(self) -> None:
+        """The connection ended: report the last drops (kept for a resume) and stop the timer."""
+        self.report_drops()
+
 
 class MioServer:
-    """Serves many sessions over WebSocket on one model; `start()` returns the bound port."""
+    """Serves many sessions over WebSocket on one model; `start()` returns the bound port.
+
+    Sessions are admitted when their hello arrives, in one step with no await between the count
+    and the reservation, so a rush of handshakes cannot pass the limits: `max_sessions_per_client`
+    and `max_sessions` count sessions with a connection (and those being opened). A session whose
+    client left (detached, resumable) counts for neither; it is kept for `KEEP_DETACHED_S`, or
+    until a new session needs its room (there are at most `max_sessions` in all): then the oldest
+    detached session is closed."""
 
     def __init__(
         self,
@@ -215,6 +285,10 @@ class MioServer:
         self.reply_options = reply_options
         self._server: Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._opening: Counter[str] = Counter()
+        """New sessions being opened now, by client address (they count as connected)."""
+        self._allowed_hosts = frozenset(_host_name(h) for h in cfg.allowed_hosts)
+        self._allowed_origins = frozenset(o.strip().lower().rstrip("/") for o in cfg.allowed_origins)
         self.port = 0
 
     async def start(self) -> int:
@@ -228,19 +302,26 @@ class MioServer:
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
-        self._reaper = asyncio.create_task(self._reap())
+        self._reaper = asyncio.create_task(self._reap(), name="ws-reaper")
         return self.port
 
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for sid, channel in list(self.channels.items()):
-            await channel.close()
-            await self.hub.close_session(sid)
+        channels = list(self.channels.values())
         self.channels.clear()
+        for channel in channels:
+            await self._close_channel(channel)
+
+    async def _close_channel(self, channel: Channel) -> None:
+        await channel.close()
+        await self.hub.close_session(channel.session.id)
 
     async def _reap(self) -> None:
         """Close sessions whose client left and did not come back in time."""
@@ -248,31 +329,66 @@ class MioServer:
             await asyncio.sleep(5.0)
             now = time.monotonic()
             for sid, channel in list(self.channels.items()):
-                if channel.detached_at is not None and now - channel.detached_at > KEEP_DETACHED_S:
-                    self.channels.pop(sid, None)
-                    await channel.close()
-                    await self.hub.close_session(sid)
+                if (
+                    channel.detached_at is not None
+                    and now - channel.detached_at > KEEP_DETACHED_S
+                    and self.channels.pop(sid, None) is not None
+                ):
+                    await self._close_channel(channel)
 
     # -- HTTP: the browser page, and the checks before a WebSocket opens ---------------------
-    def _origin_ok(self, request: Request) -> bool:
+    def _host_ok(self, request: Request) -> bool:
+        """Without a token, only names that reach this machine's loopback (or configured ones) may be
+        in Host: a DNS-rebound name (evil.example pointing at 127.0.0.1) is refused."""
+        if self.cfg.token:
+            return True  # the token is the check
+        host = request.headers.get("Host")
+        if host is None:
+            return False
+        name = _host_name(host)
+        return _is_loopback(name) or name in self._allowed_hosts
+
+    def _own_origins(self, connection: ServerConnection) -> set[str]:
+        """The Origins of pages this server itself serves: from the bound address, the address the
+        client reached, loopback names and `allowed_hosts`; never from the request's Host header."""
+        hosts = {"localhost", "127.0.0.1", "::1", self.cfg.host, *self._allowed_hosts}
+        local = connection.local_address
+        if local:
+            hosts.add(str(local[0]))
+            with contextlib.suppress(ValueError):
+                mapped = ipaddress.ip_address(str(local[0]))
+                if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+                    hosts.add(str(mapped.ipv4_mapped))
+        origins = set()
+        for host in hosts - {"", "0.0.0.0", "::"}:
+            shown = f"[{host}]" if ":" in host else host
+            for scheme, default_port in (("http", 80), ("https", 443)):
+                origins.add(f"{scheme}://{shown}:{self.port}")
+                if self.port == default_port:
+                    origins.add(f"{scheme}://{shown}")
+        return origins
+
+    def _origin_ok(self, request: Request, connection: ServerConnection) -> bool:
         origin = request.headers.get("Origin")
         if origin is None:
-            return True  # not a browser: the token (off loopback) is the check
-        host = request.headers.get("Host", "")
-        return origin.split("://", 1)[-1] == host or origin in self.cfg.allowed_origins
+            return True  # not a browser: the Host check (no token) or the token is the check
+        origin = origin.strip().lower().rstrip("/")
+        return origin in self._allowed_origins or origin in self._own_origins(connection)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self._host_ok(request):
+            return connection.respond(
+                http.HTTPStatus.FORBIDDEN,
+                "this Host is not allowed: use localhost or a loopback address, or add it to "
+                "server.allowed_hosts\n",
+            )
         path = request.path.split("?", 1)[0]
         if _is_ws(request):
             if path != WS_PATH:
                 return connection.respond(http.HTTPStatus.NOT_FOUND, f"the WebSocket is at {WS_PATH}\n")
-            if not self._origin_ok(request):
+            if not self._origin_ok(request, connection):
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "this Origin may not connect\n")
-            if len(self.channels) >= self.cfg.max_sessions and "resume" not in request.path:
-                return connection.respond(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE, "too many sessions; try later\n"
-                )
-            return None
+            return None  # sessions are admitted at the hello, where a resume is known
         return self._static(path)
 
     def _static(self, path: str) -> Response:
@@ -306,36 +422,90 @@ class MioServer:
                 ref=msg.id,
             )
         token = self.cfg.token
-        if token and not hmac.compare_digest(str(msg.get("token") or ""), token):
+        given = str(msg.get("token") or "")
+        if token and not hmac.compare_digest(given.encode(), token.encode()):
             raise ProtocolError("a valid token is required (hello.token)", code="auth.token", ref=msg.id)
         return msg
 
-    async def _channel_for(self, msg: ClientMessage, peer: str) -> tuple[Channel, bool]:
-        resume = msg.get("resume")
-        if resume is not None:
-            channel = self.channels.get(resume["session"])
-            if channel is None:
-                raise ProtocolError(
-                    f"session {resume['session']} is not open any more; start a new one (hello without resume)",
-                    code="session.gone",
-                    ref=msg.id,
-                )
-            return channel, True
-        mine = sum(1 for c in self.channels.values() if c.peer == peer and c.detached_at is None)
+    def _connected(self, peer: str | None = None, *, besides: Channel | None = None) -> int:
+        """Sessions with a connection or being opened: of client `peer`, or of all (None)."""
+        attached = sum(
+            1
+            for c in self.channels.values()
+            if c.attached and c is not besides and (peer is None or c.peer == peer)
+        )
+        return attached + (self._opening[peer] if peer is not None else sum(self._opening.values()))
+
+    def _check_client(self, peer: str, ref: str | None, besides: Channel | None = None) -> None:
+        mine = self._connected(peer, besides=besides)
         if mine >= self.cfg.max_sessions_per_client:
             raise ProtocolError(
                 f"this client already has {mine} sessions open (server.max_sessions_per_client)",
                 code="limit.sessions",
+                ref=ref,
             )
+
+    async def _admit(
+        self, msg: ClientMessage, peer: str, outbox: Outbox
+    ) -> tuple[Channel, bool, list[str | bytes], int]:
+        """The session for this hello, attached to `outbox`: (channel, resumed, what it missed, lost).
+
+        Every check and the reservation it grants happen before the first await."""
+        resume = msg.get("resume")
+        if resume is not None:
+            sid, last = resume["session"], resume["last_seq"]
+            channel = self.channels.get(sid)
+            if channel is None:
+                raise ProtocolError(
+                    f"session {sid} is not open any more; start a new one (hello without resume)",
+                    code="session.gone",
+                    ref=msg.id,
+                )
+            if last > channel.seq:
+                raise ProtocolError(
+                    f"hello.resume.last_seq {last} is beyond the newest message of session {sid} "
+                    f"(seq {channel.seq}); send the seq of the last message you received",
+                    code="protocol.field",
+                    ref=msg.id,
+                )
+            self._check_client(peer, msg.id, besides=channel)
+            missed, lost = channel.attach(outbox, peer, last)
+            return channel, True, missed, lost
         mode = msg.get("mode")
         if mode not in (None, "voice", "std"):
             raise ProtocolError(
                 f"hello.mode must be voice or std, got {mode!r}", code="protocol.field", ref=msg.id
             )
-        session = await self.hub.open(mode=mode, reply_options=self.reply_options)
-        channel = Channel(session, self.cfg.replay_events)
-        self.channels[session.id] = channel
-        return channel, False
+        self._check_client(peer, msg.id)
+        if self._connected() >= self.cfg.max_sessions:
+            raise ProtocolError(
+                f"the server has {self.cfg.max_sessions} sessions with clients connected "
+                "(server.max_sessions); try later",
+                code="limit.server",
+                ref=msg.id,
+            )
+        evicted = None
+        if len(self.channels) + sum(self._opening.values()) >= self.cfg.max_sessions:
+            # fewer than max_sessions are connected, so a detached session holds the room: the oldest goes
+            evicted = min(
+                (c for c in self.channels.values() if not c.attached),
+                key=lambda c: c.detached_at if c.detached_at is not None else math.inf,
+            )
+            del self.channels[evicted.session.id]
+        self._opening[peer] += 1
+        try:
+            if evicted is not None:
+                log.info("closing detached session %s to make room for a new one", evicted.session.id)
+                await self._close_channel(evicted)
+            session = await self.hub.open(mode=mode, reply_options=self.reply_options)
+            channel = Channel(session, self.cfg.replay_events)
+            channel.attach(outbox, peer, None)
+            self.channels[session.id] = channel
+        finally:
+            self._opening[peer] -= 1
+            if self._opening[peer] <= 0:
+                del self._opening[peer]
+        return channel, False, [], 0
 
     async def _handle(self, ws: ServerConnection) -> None:
         peer = str(ws.remote_address[0]) if ws.remote_address else "?"
@@ -345,9 +515,10 @@ class MioServer:
             # queue within SEND_BUFFER bytes, instead of hiding behind megabytes of socket buffer
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        outbox = Outbox(self.cfg.send_queue)
         try:
             hello = await self._hello(ws)
-            channel, resumed = await self._channel_for(hello, peer)
+            channel, resumed, missed, lost = await self._admit(hello, peer, outbox)
         except (ProtocolError, TimeoutError) as exc:
             code = exc.code if isinstance(exc, ProtocolError) else "protocol.timeout"
             text = str(exc) or f"no hello within {HELLO_TIMEOUT_S:g} s"
@@ -359,8 +530,8 @@ class MioServer:
             return
         except ConnectionClosed:
             return
-        outbox = Outbox(self.cfg.send_queue)
-        last = hello.get("resume", {}).get("last_seq") if resumed else channel.seq
+        # from here to the writer's start nothing awaits: the welcome, then what was missed, then
+        # (numbered after them) the gap and every new message, in the order of their seq
         caps = [
             {
                 "name": c.name,
@@ -372,23 +543,26 @@ class MioServer:
         ]
         limits = {
             "max_message_bytes": self.cfg.max_message_bytes,
+            "max_text_chars": MAX_TEXT_CHARS,
             "replay_events": self.cfg.replay_events,
+            "send_queue": self.cfg.send_queue,
             "audio_burst": AUDIO_BURST,
         }
-        if channel.outbox is not None and channel.outbox is not outbox:
-            channel.outbox.full.set()  # a resumed session leaves its old connection
-        lost = channel.attach(outbox, peer, last)
         welcome = welcome_message(
             seq=channel.seq, session=channel.session.id, resumed=resumed, server=f"mio-agent {__version__}",
             capabilities=caps, limits=limits, missed=lost,
         )  # fmt: skip
-        await ws.send(encode_json(welcome))
+        outbox.preload([encode_json(welcome), *missed])
         if lost:
+            first = hello.get("resume")["last_seq"] + 1
             channel.send_error(
-                "replay.gap", f"{lost} message(s) were older than the replay buffer and are lost"
+                "replay.gap",
+                f"{lost} message(s), seq {first} to {first + lost - 1}, were older than the replay buffer "
+                f"(server.replay_events: {self.cfg.replay_events}) and are lost",
+                extra={"lost": lost, "lost_from": first, "lost_to": first + lost - 1},
             )
         conn = _Connection(ws, channel, outbox)
-        writer = asyncio.create_task(self._write(ws, outbox))
+        writer = asyncio.create_task(self._write(ws, outbox), name=f"ws-writer-{channel.session.id}")
         try:
             async for raw in ws:
                 try:
@@ -403,23 +577,20 @@ class MioServer:
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            conn.close()
             channel.detach(outbox)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     async def _write(self, ws: ServerConnection, outbox: Outbox) -> None:
-        full = asyncio.create_task(outbox.full.wait())
+        """Send what the outbox holds, in order; close the connection when the outbox stops."""
         try:
-            while True:
-                get = asyncio.create_task(outbox.queue.get())
-                done, _ = await asyncio.wait({get, full}, return_when=asyncio.FIRST_COMPLETED)
-                if full in done:
-                    get.cancel()
-                    await ws.close(CLOSE_TOO_SLOW, "client too slow: its queue filled; reconnect with resume")
-                    return
-                await ws.send(get.result())
+            while (data := await outbox.get()) is not None:
+                await ws.send(data)
+            await ws.close(outbox.close_code or 1000, outbox.close_reason)
         except ConnectionClosed:
             return
-        finally:
-            full.cancel()
+        except Exception:  # must not leave a connection that reads but never writes
+            log.exception("connection %s: cannot send", ws.remote_address)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(1011, "internal error")

@@ -80,7 +80,7 @@ class ImageInputs:
             raise CodecError(f"image {name or '(upload)'} could not be read: {exc}") from None
         codec = self._res.image_codec
         codes = await asyncio.get_running_loop().run_in_executor(self._pool, lambda: codec().encode(picture))
-        part = ImagePart(tuple(codes))
+        part = ImagePart(tuple(codes), picture)
         self._recent = part
         return part
 
@@ -120,7 +120,7 @@ class ImageInputs:
             if f.exception() is not None:
                 log.warning("keyframe %d could not be encoded: %s", index, f.exception())
             else:
-                part = ImagePart(tuple(f.result()))
+                part = ImagePart(tuple(f.result()), picture)
                 self._keyframes.append((index, part))
                 self._recent = part
                 self.keyframes_encoded += 1

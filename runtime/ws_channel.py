@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mio_agent.events import AudioOut, Event, ImageOut
@@ -23,31 +25,70 @@ from mio_agent.protocol import (
 if TYPE_CHECKING:
     from mio_agent.runtime.session import Session
 
-__all__ = ["CLOSE_TOO_SLOW", "Channel", "Outbox"]
+__all__ = ["CLOSE_REPLACED", "CLOSE_TOO_SLOW", "Channel", "Outbox"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
 """Close code for a client that stopped reading: its queue filled (it may reconnect and resume)."""
+CLOSE_REPLACED = 4009
+"""Close code for a connection whose session was resumed on another connection."""
 # events a client does not need: its own audio echoed back, raw camera frames
 _NOT_SENT = frozenset({"audio.in", "video.frame"})
 
 
 class Outbox:
-    """What one connection still has to send, bounded; `full` is set when the client fell behind."""
+    """What one connection still has to send: first its backlog (the welcome, then what it missed,
+    at most the replay buffer), then new messages, at most `maxsize` waiting. `stop()` (or a full
+    queue: the client fell behind) ends the connection with `close_code`.
+
+    `get()` waits on an Event, so the connection's writer is the only task involved: nothing is
+    left pending when it is cancelled."""
 
     def __init__(self, maxsize: int) -> None:
-        self.queue: asyncio.Queue[str | bytes] = asyncio.Queue(maxsize=maxsize)
-        self.full = asyncio.Event()
+        self.maxsize = maxsize
+        self._backlog: deque[str | bytes] = deque()
+        self._queue: deque[str | bytes] = deque()
+        self._ready = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.close_code is not None
+
+    def preload(self, messages: Iterable[str | bytes]) -> None:
+        """Send these before anything `put` (the backlog is not bounded by `maxsize`)."""
+        self._backlog.extend(messages)
+        self._ready.set()
 
     def put(self, message: str | bytes) -> None:
-        if self.full.is_set():
+        if self.stopped:
             return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self.maxsize:
             # the policy for a stuck client: disconnect it rather than hold memory or slow anyone
-            self.full.set()
+            self.stop(CLOSE_TOO_SLOW, "client too slow: its queue filled; reconnect with resume")
+            return
+        self._queue.append(message)
+        self._ready.set()
+
+    def stop(self, code: int, reason: str) -> None:
+        """End the connection (the first reason given wins); what is still queued is not sent."""
+        if not self.stopped:
+            self.close_code, self.close_reason = code, reason
+            self._ready.set()
+
+    async def get(self) -> str | bytes | None:
+        """The next message to send, waiting for one; None once stopped."""
+        while True:
+            if self.stopped:
+                return None
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._queue:
+                return self._queue.popleft()
+            self._ready.clear()
+            await self._ready.wait()
 
 
 class Channel:
@@ -85,8 +126,16 @@ class Channel:
             self.outbox.put(data)
         return seq
 
-    def send_error(self, code: str, message: str, *, ref: str | None = None, fatal: bool = False) -> None:
-        self.send(error_message(0, code, message, ref=ref, fatal=fatal))
+    def send_error(
+        self,
+        code: str,
+        message: str,
+        *,
+        ref: str | None = None,
+        fatal: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.send(error_message(0, code, message, ref=ref, fatal=fatal, extra=extra))
 
     async def _pump(self) -> None:
         while True:
@@ -109,18 +158,23 @@ class Channel:
         if isinstance(ev, ImageOut) and ev.png is not None:
             self.send(frame=Frame(FrameKind.IMAGE_OUT, ev.turn, 0, ts, ev.png))
 
-    def attach(self, outbox: Outbox, peer: str, last_seq: int | None) -> int:
-        """Make `outbox` the receiver; queue what it missed after `last_seq`. Returns the count lost
-        (older than the replay buffer holds)."""
+    @property
+    def attached(self) -> bool:
+        """Whether a connection receives this session's messages now."""
+        return self.outbox is not None
+
+    def attach(self, outbox: Outbox, peer: str, last_seq: int | None) -> tuple[list[str | bytes], int]:
+        """Make `outbox` the receiver of every message from now on. Returns what it missed after
+        `last_seq` (still kept: the caller preloads it, after its welcome) and how many messages
+        after `last_seq` are lost (older than the replay buffer holds)."""
+        if self.outbox is not None and self.outbox is not outbox:
+            self.outbox.stop(CLOSE_REPLACED, "the session was resumed on another connection")
         self.outbox = outbox
         self.peer = peer
         self.detached_at = None
         if last_seq is None:
-            return 0
-        missed, lost = self.replay.since(last_seq)
-        for data in missed:
-            outbox.put(data)
-        return lost
+            return [], 0
+        return self.replay.since(last_seq)
 
     def detach(self, outbox: Outbox) -> None:
         if self.outbox is outbox:

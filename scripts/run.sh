@@ -20,4 +20,4 @@ echo "run: playing one spoken turn from a file instead"
 mkdir -p out
 espeak-ng -w out/question.wav "Hello! Could you tell me what the weather will be like today?"
 .venv/bin/mio-agent run --mic-file out/question.wav --speaker-file out/answer.wav --turns 1 --session-dir out/sessions "$@"
-echo "run: your question: out/question.wav; the reply: out/answer.wav; the session log: out/sessions/"
+echo "run: the question played: out/question.wav; the reply: out/answer.wav"

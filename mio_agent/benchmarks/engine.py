@@ -43,7 +43,7 @@ def _forward_all(lm: LoadedModel, ids: Sequence[int]) -> float:
     with torch.inference_mode():
         lm.model(
             input_ids=x,
-            past_key_values=DynamicCache(config=lm.model.config),
+            cache=DynamicCache(config=lm.model.config),
             use_cache=True,
             logits_to_keep=1,
         )
@@ -77,15 +77,13 @@ def _bare_decode(lm: LoadedModel, prompt: Sequence[int], n: int) -> float:
 
     cache = DynamicCache(config=lm.model.config)
     with torch.inference_mode():
-        out = lm.model(
-            input_ids=torch.tensor([list(prompt)], device=lm.device), past_key_values=cache, use_cache=True
-        )
+        out = lm.model(input_ids=torch.tensor([list(prompt)], device=lm.device), cache=cache, use_cache=True)
         tok = int(out.logits[0, -1].argmax())
         _sync(lm)
         t0 = time.perf_counter()
         for _ in range(n - 1):
             x = torch.tensor([[tok]], device=lm.device)
-            logits = lm.model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = lm.model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=1).logits
             tok = int(logits[0, -1].argmax())
         _sync(lm)
     return n / (time.perf_counter() - t0)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mio_agent.cli.common import add_config_argument, config_from_args, open_model
-from mio_agent.exceptions import CodecError
+from mio_agent.cli.common import add_config_argument, config_from_args, next_output, open_model, output_folder
+from mio_agent.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from mio_agent.codecs.speech import SpeechCodec
@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
         "--out-dir",
         default=".",
         metavar="DIR",
-        help="where spoken replies are written as reply-N.wav (default: the current folder)",
+        help="where spoken replies are written as reply-N.wav, numbered after those already there "
+        "(created if missing; default: the current folder)",
     )
     add_config_argument(p)
     p.set_defaults(func=run)
@@ -65,8 +66,8 @@ class _Speaker:
     def write(self, content: tuple[int, ...], timbre: tuple[tuple[int, ...], ...] | None) -> Path:
         from mio_agent.codecs.speech import write_wav
 
-        self.count += 1
-        path = self.out_dir / f"reply-{self.count}.wav"
+        # numbered after the replies already in the folder: an earlier run's files stay
+        path, self.count = next_output(self.out_dir, "reply", ".wav")
         write_wav(path, self.codec.decode(content, timbre), self.codec.sample_rate)
         return path
 
@@ -105,6 +106,12 @@ async def _chat(args: argparse.Namespace) -> int:
     from mio_agent.engine import ConversationEngine
 
     cfg = config_from_args(args)
+    if args.text is not None and not args.text.strip():
+        raise ConfigError(
+            '--text is empty: give the message to send, e.g. --text "hello", or leave --text out for a chat'
+        )
+    # before the model loads: a bad folder is said at once
+    out_dir = output_folder(args.out_dir, "--out-dir")
     lm = open_model(cfg)
     mode = args.mode or cfg.engine.mode
     engine = ConversationEngine.from_config(
@@ -115,10 +122,6 @@ async def _chat(args: argparse.Namespace) -> int:
         preset=cfg.engine.preset,
         seed=args.seed,
     )
-    speaker = None
-    out_dir = Path(args.out_dir)
-    if not out_dir.is_dir():
-        raise CodecError(f"--out-dir {out_dir}: no such folder")
     from mio_agent.codecs.folders import speech_tokenizer_dir
     from mio_agent.codecs.speech import SpeechCodec
 

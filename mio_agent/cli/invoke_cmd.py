@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mio_agent.cli.common import add_config_argument, config_from_args, open_model
-from mio_agent.exceptions import CodecError
+from mio_agent.cli.common import add_config_argument, config_from_args, next_output, open_model, output_folder
+from mio_agent.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from mio_agent.config import Config
@@ -62,7 +62,11 @@ def _inputs(args: argparse.Namespace, cfg: Config) -> list[Part]:
 
             images += [k.image for k in keyframes_from_file(args.video)]
         image_codec = ImageCodec.from_pretrained(image_tokenizer_dir(cfg))
-        parts += [ImagePart(tuple(codes)) for codes in image_codec.encode_many(images)]
+        # each part keeps its picture, for capabilities that work on pixels (ctx.pictures)
+        parts += [
+            ImagePart(tuple(codes), picture)
+            for codes, picture in zip(image_codec.encode_many(images), images, strict=True)
+        ]
     if args.text:
         parts.append(TextPart(args.text))
     return parts
@@ -77,17 +81,22 @@ class _Media:
         self.speeches = 0
         self.pending: list[tuple[int, ...]] = []
 
-    def image(self, codes: tuple[int, ...]) -> Path:
+    def image(self, codes: tuple[int, ...], png: bytes | None = None) -> Path:
+        """Write an image: the capability's own picture when it made one, else its codes decoded."""
+        from mio_agent.files import atomic_output
+
+        path, self.images = next_output(self.out, "image", ".png")
+        if png is not None:
+            with atomic_output(path) as tmp:
+                Path(tmp).write_bytes(png)
+            return path
         from mio_agent.codecs.folders import diffusion_dir, image_tokenizer_dir
         from mio_agent.codecs.image import ImageCodec
-        from mio_agent.files import atomic_output
 
         codec = ImageCodec.from_pretrained(
             image_tokenizer_dir(self.cfg), diffusion_dir=diffusion_dir(self.cfg)
         )
         picture = codec.decode(codes, steps=self.steps or self.cfg.codecs.diffusion_steps)
-        self.images += 1
-        path = self.out / f"image-{self.images}.png"
         with atomic_output(path) as tmp:
             picture.save(tmp, format="PNG")
         return path
@@ -107,8 +116,7 @@ class _Media:
         content, *timbre = self.pending
         self.pending = []
         codec = SpeechCodec.from_pretrained(speech_tokenizer_dir(self.cfg))
-        self.speeches += 1
-        path = self.out / f"speech-{self.speeches}.wav"
+        path, self.speeches = next_output(self.out, "speech", ".wav")
         write_wav(path, codec.decode(content, timbre or None), codec.sample_rate)
         return path
 
@@ -121,10 +129,9 @@ async def _invoke(args: argparse.Namespace) -> int:
     from mio_agent.plugin import PluginManager
 
     cfg = config_from_args(args)
-    out = Path(args.out)
-    if not out.is_dir():
-        raise CodecError(f"--out {out}: no such folder")
-    cap = PluginManager.from_config(cfg).capability(args.name)
+    out = output_folder(args.out, "--out")
+    manager = PluginManager.from_config(cfg)
+    cap = manager.capability(args.name)
     parts = _inputs(args, cfg)
     lm = open_model(cfg)
 
@@ -138,23 +145,35 @@ async def _invoke(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
     )
     media = _Media(cfg, out, args.steps)
+    # plugins' sinks and observers see what invoke produces, as they do in a session
+    sinks = [await factory.open() for factory in manager.sinks(cfg)]
     failed = False
-    async for ev in run_capability(cap, ctx):
-        written: Path | None = None
-        if isinstance(ev, TextDelta):
-            sys.stdout.write(ev.text)
-            sys.stdout.flush()
-        elif isinstance(ev, ImageOut):
-            written = await asyncio.to_thread(media.image, ev.codes)
-        elif isinstance(ev, SpeechCodes):
-            written = await asyncio.to_thread(media.speech_layer, ev.layer, ev.codes)
-        elif isinstance(ev, CapabilityProgress):
-            print(f"[{ev.name} {ev.step}/{ev.total or '?'}] {ev.message}", file=sys.stderr)
-        elif isinstance(ev, ErrorEvent):
-            print(f"mio-agent invoke: error: {ev.code}: {ev.message}", file=sys.stderr)
-            failed = True
-        if written is not None:
-            print(f"\n[wrote {written}]")
+    try:
+        async for ev in run_capability(cap, ctx, timeout_s=cfg.plugins.timeout_s):
+            manager.emit(ev)
+            for sink in sinks:
+                await sink.send(ev)
+            written: Path | None = None
+            if isinstance(ev, TextDelta):
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+            elif isinstance(ev, ImageOut):
+                written = await asyncio.to_thread(media.image, ev.codes, ev.png)
+            elif isinstance(ev, SpeechCodes):
+                written = await asyncio.to_thread(media.speech_layer, ev.layer, ev.codes)
+            elif isinstance(ev, CapabilityProgress):
+                print(f"[{ev.name} {ev.step}/{ev.total or '?'}] {ev.message}", file=sys.stderr)
+            elif isinstance(ev, ErrorEvent):
+                failed = True
+                if ev.code == "capability.bad_input":
+                    # the user's input was refused: a user error (exit 2), said in plain words
+                    raise ConfigError(ev.message)
+                print(f"mio-agent invoke: error: {ev.message}", file=sys.stderr)
+            if written is not None:
+                print(f"\n[wrote {written}]")
+    finally:
+        for sink in sinks:
+            await sink.aclose()
     last = await asyncio.to_thread(media.flush_speech)
     if last is not None:
         print(f"\n[wrote {last}]")

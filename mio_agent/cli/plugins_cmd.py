@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
                             "mode": c.mode,
                             "preset": c.preset,
                             "keywords": list(c.trigger.keywords),
+                            "patterns": list(c.trigger.patterns),
+                            "needs": list(c.trigger.needs),
+                            "explicit_only": c.trigger.explicit_only,
                         }
                         for c in caps
                     ],

@@ -13,6 +13,7 @@ from mio_agent.exceptions import ProtocolError
 
 __all__ = [
     "CLIENT_MESSAGES",
+    "MAX_ID_CHARS",
     "MAX_TEXT_CHARS",
     "PROTOCOL_VERSION",
     "ClientMessage",
@@ -26,6 +27,8 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MAX_TEXT_CHARS = 20_000
 """Longest text a message field may hold (a typed turn is far shorter)."""
+MAX_ID_CHARS = 128
+"""Longest `id` a client may give a message."""
 
 _INT = "an integer"
 _NUM = "a number"
@@ -85,31 +88,82 @@ def _check(kind: str, value: Any) -> bool:
     if kind == "num":
         return type(value) in (int, float) and math.isfinite(value) and value >= 0
     if kind == "str":
-        return isinstance(value, str) and len(value) <= MAX_TEXT_CHARS
+        return isinstance(value, str)
     if kind == "bool":
         return type(value) is bool
     return isinstance(value, dict)
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Where `text` holds a UTF-16 surrogate that is not part of a character (None: it is valid Unicode).
+
+    JSON may spell such a thing (`"\\ud800"`) and Python decodes it, but it cannot be encoded
+    as UTF-8, so nothing may keep it: not the session, its log, nor a message sent back."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _find_lone_surrogate(value: Any, path: str) -> tuple[str, int] | None:
+    """The path of the first string (or field name) under `value` with a lone surrogate, and where.
+    (Iterative: a deeply nested value cannot exhaust the stack.)"""
+    todo: list[tuple[Any, str]] = [(value, path)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, str):
+            at = _lone_surrogate(item)
+            if at is not None:
+                return where, at
+        elif isinstance(item, dict):
+            for key in item:
+                at = _lone_surrogate(key)
+                if at is not None:
+                    return f"{where}: a field name", at
+            todo.extend((v, f"{where}.{k}") for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            todo.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def _surrogate_error(path: str, at: int, ref: str | None) -> ProtocolError:
+    return ProtocolError(
+        f"{path}: not valid Unicode: a lone surrogate at character {at} (a UTF-16 surrogate that is not "
+        "half of a pair); strings must be valid Unicode",
+        code="protocol.field",
+        ref=ref,
+    )
 
 
 def decode_client_message(text: str | bytes) -> ClientMessage:
     """Parse and validate one JSON text frame from a client.
 
     Raises ProtocolError (with the message's `id` as `ref` when it had one) naming the problem:
-    not JSON, not an object, an unknown type, a missing, unknown or mistyped field.
+    not JSON, not an object, an unknown type, a missing, unknown or mistyped field, a string that
+    is not valid Unicode (a lone surrogate) or is longer than MAX_TEXT_CHARS.
     """
     try:
         obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"a text frame must be one JSON object: {exc}", code="protocol.json") from None
     if not isinstance(obj, dict):
         raise ProtocolError(
             f"a text frame must be a JSON object, got {type(obj).__name__}", code="protocol.json"
         )
     raw_id = obj.get("id")
-    ref = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else None
+    ref = raw_id if isinstance(raw_id, str) and len(raw_id) <= MAX_ID_CHARS else None
     if raw_id is not None and ref is None:
-        raise ProtocolError("`id` must be a string of at most 128 characters", code="protocol.field")
+        raise ProtocolError(
+            f"`id` must be a string of at most {MAX_ID_CHARS} characters", code="protocol.field"
+        )
+    if ref is not None and (at := _lone_surrogate(ref)) is not None:
+        raise _surrogate_error("id", at, None)
     kind = obj.get("type")
+    where = kind if isinstance(kind, str) and kind in CLIENT_MESSAGES else "message"
+    found = _find_lone_surrogate(obj, where)
+    if found is not None:
+        raise _surrogate_error(*found, ref)
     if not isinstance(kind, str) or kind not in CLIENT_MESSAGES:
         raise ProtocolError(
             f"unknown message type {kind!r}; client messages are: {', '.join(CLIENT_MESSAGES)}",
@@ -131,17 +185,28 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
                 raise ProtocolError(f"{kind}: missing field {name!r}", code="protocol.field", ref=ref)
             continue
         if not _check(fkind, obj[name]):
-            shown = json.dumps(obj[name])[:40]
+            try:
+                shown = json.dumps(obj[name])[:40]
+            except RecursionError:
+                shown = type(obj[name]).__name__
             what = _EXPECT[fkind] + (" of 0 or more" if fkind in ("int", "num") else "")
             raise ProtocolError(
                 f"{kind}.{name}: expected {what}, got {shown}", code="protocol.field", ref=ref
             )
+        if fkind == "str" and len(obj[name]) > MAX_TEXT_CHARS:
+            raise ProtocolError(
+                f"{kind}.{name}: {len(obj[name]):,} characters is over the limit of {MAX_TEXT_CHARS:,} "
+                "characters for a text field",
+                code="protocol.field",
+                ref=ref,
+            )
         data[name] = obj[name]
     if kind == "hello" and "resume" in data:
         resume = data["resume"]
-        if not (isinstance(resume.get("session"), str) and type(resume.get("last_seq")) is int):
+        last_seq = resume.get("last_seq")
+        if not (isinstance(resume.get("session"), str) and type(last_seq) is int and last_seq >= 0):
             raise ProtocolError(
-                'hello.resume: expected {"session": "<id>", "last_seq": <integer>}',
+                'hello.resume: expected {"session": "<id>", "last_seq": <integer of 0 or more>}',
                 code="protocol.field",
                 ref=ref,
             )
@@ -149,8 +214,15 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
 
 
 def encode_json(obj: Mapping[str, Any]) -> str:
-    """Compact JSON of a server message."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON of a message, always encodable as UTF-8 (what a text frame must be).
+
+    A lone surrogate in a string (which no client can send, but an event might still carry)
+    becomes U+FFFD, so a message, once numbered and kept for replay, can always be sent."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    if _lone_surrogate(text) is not None:
+        # pairs of surrogates join into their character; a lone one is replaced
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 def welcome_message(
@@ -185,7 +257,17 @@ def event_message(seq: int, ev: Event) -> dict[str, Any]:
 
 
 def error_message(
-    seq: int, code: str, message: str, *, ref: str | None = None, fatal: bool = False
+    seq: int,
+    code: str,
+    message: str,
+    *,
+    ref: str | None = None,
+    fatal: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An error about the client's message `ref` (None: not about one message)."""
-    return {"type": "error", "seq": seq, "code": code, "message": message, "ref": ref, "fatal": fatal}
+    """An error about the client's message `ref` (None: not about one message); `extra` adds
+    fields of some codes (e.g. `replay.gap`'s `lost`, `audio.rate`'s `dropped`)."""
+    return {
+        "type": "error", "seq": seq, "code": code, "message": message, "ref": ref, "fatal": fatal,
+        **(extra or {}),
+    }  # fmt: skip

@@ -51,7 +51,22 @@ def test_repl_reads_lines_until_quit(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.glob("reply-*.wav")) == ["reply-1.wav", "reply-2.wav"]
 
 
-def test_missing_out_dir_is_one_line(tmp_path: Path) -> None:
-    proc = run_cli("chat", "--text", "x", "--out-dir", str(tmp_path / "nope"))
-    assert proc.returncode == 2
-    assert "--out-dir" in proc.stderr and "Traceback" not in proc.stderr
+def test_a_missing_out_dir_is_created_and_a_file_there_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "replies"
+    proc = run_cli("chat", "--text", "x", "--mode", "voice", "--out-dir", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / "reply-1.wav").is_file()
+    # a second run numbers after what is there: nothing earlier is overwritten
+    first = (folder / "reply-1.wav").read_bytes()
+    again = run_cli("chat", "--text", "y", "--mode", "voice", "--out-dir", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert (folder / "reply-2.wav").is_file() and (folder / "reply-1.wav").read_bytes() == first
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    bad = run_cli("chat", "--text", "x", "--out-dir", str(blocker))
+    assert bad.returncode == 2 and "--out-dir" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_empty_text_is_refused_before_the_model_loads() -> None:
+    proc = run_cli("chat", "--text", "  ")
+    assert proc.returncode == 2 and "--text is empty" in proc.stderr and "Traceback" not in proc.stderr

@@ -38,8 +38,10 @@ def test_transcribe_reads_a_speech_file(speech_wav: Path, tmp_path: Path) -> Non
 
 def test_missing_input_and_unknown_name(tmp_path: Path) -> None:
     proc = run_cli("invoke", "image_editing", "--text", "make it winter", "--out", str(tmp_path))
-    assert proc.returncode == 1
-    assert "capability.bad_input" in proc.stderr and "Traceback" not in proc.stderr
+    # a missing input is the user's error: exit 2, one line in plain words (no internal code)
+    assert proc.returncode == 2, proc.stderr
+    assert "image" in proc.stderr and "capability.bad_input" not in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
     proc = run_cli("invoke", "no_such_thing")
     assert proc.returncode == 2
     assert "no capability 'no_such_thing'" in proc.stderr and "generate_image" in proc.stderr

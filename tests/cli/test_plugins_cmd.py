@@ -18,6 +18,10 @@ def test_lists_builtins_and_every_capability() -> None:
     assert caps["transcribe"]["inputs"] == ["speech"] and caps["transcribe"]["outputs"] == ["text"]
     assert caps["image_editing"]["plugin"] == "image_editing"
     assert {"visual_storytelling", "chain_of_visual_thought", "speak", "generate_image"} <= set(caps)
+    # how each is triggered, in full: what a plugin author needs to predict routing
+    editing = caps["image_editing"]
+    assert editing["needs"] == ["image"] and editing["explicit_only"] is False
+    assert isinstance(editing["patterns"], list) and editing["keywords"]
 
 
 def test_disabled_plugin_from_the_environment() -> None:

@@ -75,3 +75,16 @@ def test_missing_file(tmp_path: Path) -> None:
     proc = run_cli("prompt", str(tmp_path / "nope.json"))
     assert proc.returncode == 2
     assert "nope.json: cannot read" in proc.stderr
+
+
+def test_the_readme_conversation_example_runs_as_pasted(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Conversation files") :]
+    example = section[
+        section.index("```json\n") + len("```json\n") : section.index("```", section.index("```json") + 7)
+    ]
+    path = tmp_path / "conv.json"
+    path.write_text(example)
+    proc = run_cli("prompt", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("<image>") == 1 and proc.stdout.count("<spch>") >= 2
