@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from collections import OrderedDict, deque
@@ -13,7 +14,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from mio_agent.events import BINARY_EVENT_TYPES, AudioOut, Event, event_from_dict
+from mio_agent.events import BINARY_EVENT_TYPES, EVENT_TYPES, AudioOut, Event, event_from_dict
 from mio_agent.exceptions import ProtocolError
 from mio_agent.protocol import PROTOCOL_VERSION, Frame, FrameKind, encode_json, pack_frame, unpack_frame
 
@@ -251,6 +252,13 @@ class MioClient:
             if d["type"] == "image.out" and isinstance(d.get("png"), dict):
                 self._pending_image = d  # its PNG follows in the next binary frame
                 return None
+            if d.get("type") not in EVENT_TYPES:
+                # a newer server's event type: as the protocol says, clients pass over what they
+                # do not know (the raw message is handed on for who wants it)
+                return dict(msg)
+            # fields a newer server added are ignored, for the same reason
+            known = {f.name for f in dataclasses.fields(EVENT_TYPES[d["type"]])}
+            d = {k: v for k, v in d.items() if k in known or k == "type"}
             if d["type"] in BINARY_EVENT_TYPES:
                 # no frame follows an echoed upload: its bytes are the ones this client sent
                 payloads = self._own_payloads(d)

@@ -219,3 +219,17 @@ async def test_an_out_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     rc, _, err = await run_client("--url", "ws://127.0.0.1:1/ws", "--text", "hi", "--out", str(file))
     assert rc == 2
     assert "--out" in one_line(err)
+
+
+def test_events_of_a_newer_server_are_passed_over_not_fatal() -> None:
+    """docs/protocol.md: clients ignore event types and fields they do not know."""
+    import json as _json
+
+    from mio_agent.events import TextDelta
+
+    client = MioClient("ws://127.0.0.1:1/ws")
+    new_type = {"type": "event", "seq": 3, "event": {"type": "mood.changed", "session": "s", "turn": 1}}
+    assert client._decode(_json.dumps(new_type)) == new_type
+    extra = {"session": "s", "turn": 1, "t": 0.0, "text": "hi", "confidence": 0.9}
+    got = client._decode(_json.dumps({"type": "event", "seq": 4, "event": {"type": "text.delta", **extra}}))
+    assert isinstance(got, TextDelta) and got.text == "hi" and client.last_seq == 4
