@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from mio_agent.conversation import Mode, Part, Turn
-    from mio_agent.engine import ReplyOptions, ReplyResult
+    from mio_agent.engine import ConversationEngine, ReplyOptions, ReplyResult
     from mio_agent.parser import ParserEvent
 
 __all__ = ["ConversationBackend", "ReplyEvents"]
@@ -83,3 +83,10 @@ class ConversationBackend(Protocol):
     ) -> ReplyResult: ...
 
     def close(self) -> None: ...
+
+
+if TYPE_CHECKING:
+
+    def _the_local_engine_implements_the_seam(engine: ConversationEngine) -> ConversationBackend:
+        # mypy checks here that the local engine implements the interface remote engines implement
+        return engine

@@ -558,11 +558,3 @@ class ReplyStream:
     async def __aexit__(self, *exc: object) -> None:
         if self.result is None:
             await self.cancel()
-
-
-if TYPE_CHECKING:
-    from mio_agent.conversation_engine import ConversationBackend
-
-    def _implements_the_seam(engine: ConversationEngine) -> ConversationBackend:
-        # mypy checks here that the local engine implements the interface remote engines implement
-        return engine

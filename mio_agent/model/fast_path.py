@@ -209,7 +209,8 @@ def fast_path_for(lm: LoadedModel) -> FastPath:
     with _LOCK:
         if lm.fast is None:
             lm.fast = FastPath(lm, cuda_graphs=True, compile=False)
-        return lm.fast
+        fast: FastPath = lm.fast
+        return fast
 
 
 def prepare_fast_path(
@@ -219,7 +220,8 @@ def prepare_fast_path(
     with _LOCK:
         if lm.fast is None:
             lm.fast = FastPath(lm, cuda_graphs=cuda_graphs, compile=compile)
-    return lm.fast.warm(positions, slots)
+        fast: FastPath = lm.fast
+    return fast.warm(positions, slots)
 
 
 def prepare_for_config(lm: LoadedModel, engine: EngineConfig) -> FastPathInfo | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -31,9 +31,6 @@ from mio_agent.model.checkpoint import (
 )
 from mio_agent.model.sp_tokenizer import LlamaTokenizerCompat, is_sentencepiece_folder
 from mio_agent.vocab import MioVocab, TokenizerLike
-
-if TYPE_CHECKING:
-    from mio_agent.model.fast_path import FastPath
 
 __all__ = [
     "LoadedModel",
@@ -98,8 +95,9 @@ class LoadedModel:
     max_positions: int
     stop_ids: tuple[int, ...]
     is_embedded: bool
-    # the static-cache decode path, set up by `prepare_fast_path` (or on first use)
-    fast: FastPath | None = None
+    # the static-cache decode path (a mio_agent.model.fast_path.FastPath), set up by
+    # `prepare_fast_path` or on first use; typed loosely so the two modules do not import each other
+    fast: Any = None
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:

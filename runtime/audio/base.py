@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 import numpy as np
 
 from mio_agent.exceptions import DeviceError
+from mio_agent.runtime.audio.format import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE
 
 if TYPE_CHECKING:
     from mio_agent.runtime.audio.reference import PlaybackReference
@@ -22,11 +23,6 @@ __all__ = [
     "DeviceError",
     "FrameSourceBase",
 ]
-
-SAMPLE_RATE = 16_000
-"""Rate of every frame a source delivers (what the VAD and the speech codec take), in Hz."""
-FRAME_MS = 20
-FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 
 from mio_agent.codecs.speech import StreamingResampler
-from mio_agent.runtime.audio.base import SAMPLE_RATE
+from mio_agent.runtime.audio.format import SAMPLE_RATE
 
 __all__ = ["PlaybackReference"]
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import torch
@@ -47,9 +47,28 @@ from mio_agent.codecs.speech.resample import StreamingResampler
 from mio_agent.exceptions import CodecError, ConfigError
 
 if TYPE_CHECKING:
-    from mio_agent.codecs.speech.codec import SpeechCodec
+    from contextlib import AbstractContextManager
 
-__all__ = ["DecodeSchedule", "StreamingSpeechDecoder", "StreamingSpeechEncoder"]
+    from mio_agent.codecs.speech.config import SpeechTokenizerConfig
+    from mio_agent.codecs.speech.model import SpeechTokenizerModel
+
+
+class CodecHandle(Protocol):
+    """What a stream needs of its codec (`SpeechCodec` is one): the model, where it runs, its sizes,
+    and the guard that serialises model calls. Streams depend on this, not on the codec class, so
+    the codec can build streams without an import circle."""
+
+    model: SpeechTokenizerModel
+    config: SpeechTokenizerConfig
+    device: torch.device
+    sample_rate: int
+    hop_length: int
+    codebook_size: int
+
+    def guard(self) -> AbstractContextManager[None]: ...
+
+
+__all__ = ["CodecHandle", "DecodeSchedule", "StreamingSpeechDecoder", "StreamingSpeechEncoder"]
 
 DecodeMode = Literal["full", "content"]
 
@@ -79,7 +98,7 @@ class DecodeSchedule:
 class _FrameDecoder:
     """Quantized frames in, audio chunks out; carries the LSTM state, recomputes convolution context."""
 
-    def __init__(self, codec: SpeechCodec, schedule: DecodeSchedule) -> None:
+    def __init__(self, codec: CodecHandle, schedule: DecodeSchedule) -> None:
         self._decoder = codec.model.decoder
         self._hop = codec.hop_length
         self._pre = self._decoder.pre_margin_frames
@@ -160,7 +179,7 @@ class StreamingSpeechDecoder:
     `SpeechCodec.decode` of the same codes up to float rounding.
     """
 
-    def __init__(self, codec: SpeechCodec, *, mode: DecodeMode = "full", schedule: DecodeSchedule) -> None:
+    def __init__(self, codec: CodecHandle, *, mode: DecodeMode = "full", schedule: DecodeSchedule) -> None:
         if mode not in ("full", "content"):
             raise ConfigError(f"stream decoder mode must be 'full' or 'content', got {mode!r}")
         self._codec = codec
@@ -290,7 +309,7 @@ class StreamingSpeechEncoder:
 
     def __init__(
         self,
-        codec: SpeechCodec,
+        codec: CodecHandle,
         *,
         chunk_frames: int = 25,
         left_context_frames: int = 25,
