@@ -48,13 +48,19 @@ class StatusLine:
         if self.speaker is not None and self.speaker.buffered_ms > 0:
             parts.append(f"buffer {self.speaker.buffered_ms:4.0f} ms")
         if "first_audio" in self.latency:
-            ms = {k: v * 1000 for k, v in self.extra.items()}
-            parts.append(
-                f"last: first audio {self.latency['first_audio'] * 1000:.0f} ms "
-                f"(vad {self.latency.get('vad', 0) * 1000:.0f}, engine {ms.get('engine_s', 0):.0f}, "
-                f"overhead {ms.get('overhead_s', 0):.0f})"
-            )
+            parts.append("last:" + self._latency().removeprefix(":"))
         return "  ".join(parts)
+
+    def _latency(self) -> str:
+        """ ": first audio N ms (vad, engine, overhead)" of the last turn, or "" before any audio."""
+        if "first_audio" not in self.latency:
+            return ""
+        ms = {k: v * 1000 for k, v in self.extra.items()}
+        return (
+            f": first audio {self.latency['first_audio'] * 1000:.0f} ms "
+            f"(vad {self.latency.get('vad', 0) * 1000:.0f}, engine {ms.get('engine_s', 0):.0f}, "
+            f"overhead {ms.get('overhead_s', 0):.0f})"
+        )
 
     def feed(self, ev: Event) -> bool:
         """Take one event; whether the line changed."""
@@ -74,7 +80,8 @@ class StatusLine:
             if ev.stage == "first_audio":
                 self.extra = {k: float(v) for k, v in ev.extra.items() if isinstance(v, int | float)}
         elif isinstance(ev, TurnEnded) and not self.tty:
-            self.out.write(f"turn {ev.turn} {ev.reason}: {self.render()}\n")
+            # the turn's own figures, not the live state (which has moved on by now)
+            self.out.write(f"turn {ev.turn} {ev.reason}{self._latency()}\n")
             self.out.flush()
             return False
         else:

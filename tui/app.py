@@ -47,6 +47,9 @@ from mio_agent.tui.commands import (
     Prompt,
     SlashSuggester,
     aliases_for,
+    command_help,
+    command_usage,
+    literal,
     parse_slash,
 )
 from mio_agent.tui.export import Conversation
@@ -311,15 +314,21 @@ class MioApp(App[str | None]):
         elif cmd.name == "quit":
             self.exit()
         elif cmd.name in BUILTIN_COMMANDS:
-            self._add(ErrorLine(f"/{cmd.name} {BUILTIN_COMMANDS[cmd.name]}"))
+            self._add(ErrorLine(literal(f"usage: {command_help(cmd.name)}")))
         else:
             self._add(ErrorLine(f"unknown command /{cmd.name}; type /help"))
 
     def _help(self) -> None:
         names = [c["name"] for c in self.capability_info]
-        own = "  ".join(f"/{n} {h}" for n, h in BUILTIN_COMMANDS.items())
+        width = max(len(command_usage(n)) for n in BUILTIN_COMMANDS)
+        lines = ["commands:"]
+        lines += [f"  {command_usage(n):<{width}}  {BUILTIN_COMMANDS[n][1]}" for n in BUILTIN_COMMANDS]
+        lines.append("capabilities (type /name and what it should work on):")
+        lines += [f"  /{c['name']:<{width - 1}}  {c.get('description', '')}" for c in self.capability_info]
         aliases = ", ".join(f"/{a} = /{n}" for a, n in aliases_for(names).items())
-        self._note(f"{own}\ncapabilities: {' '.join('/' + n for n in names)}\naliases: {aliases}")
+        if aliases:
+            lines.append(f"aliases: {aliases}")
+        self._note(literal("\n".join(lines)))
 
     def _attach_file(self, path: str) -> None:
         file = Path(path).expanduser()

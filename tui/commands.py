@@ -22,6 +22,9 @@ __all__ = [
     "SlashCommand",
     "SlashSuggester",
     "aliases_for",
+    "command_help",
+    "command_usage",
+    "literal",
     "parse_slash",
 ]
 
@@ -35,19 +38,36 @@ ALIASES = {
 }
 """Short slash commands for the capabilities people use most (offered only when the capability is loaded)."""
 
-BUILTIN_COMMANDS = {
-    "attach": "PATH: an image file that joins your next turn",
-    "interrupt": "stop the reply and its sound now (Escape)",
-    "talk": "push-to-talk: start talking, again to send (Ctrl+T)",
-    "mic": "on|off: the microphone in hands-free mode",
-    "mode": "hands-free|push-to-talk (F2)",
-    "export": "[DIR]: this conversation as Markdown with its images and audio (Ctrl+S)",
-    "sessions": "past sessions: export one",
-    "theme": "NAME: the colour theme",
-    "help": "list the commands",
-    "quit": "leave (Ctrl+Q)",
+BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "attach": ("PATH", "an image file that joins your next turn"),
+    "interrupt": ("", "stop the reply and its sound now (Escape)"),
+    "talk": ("", "push-to-talk: start talking, again to send (Ctrl+T)"),
+    "mic": ("on|off", "the microphone in hands-free mode"),
+    "mode": ("hands-free|push-to-talk", "how you talk (F2)"),
+    "export": ("[DIR]", "this conversation as Markdown with its images and audio (Ctrl+S)"),
+    "sessions": ("", "past sessions: export one"),
+    "theme": ("NAME", "the colour theme"),
+    "help": ("", "list the commands"),
+    "quit": ("", "leave (Ctrl+Q)"),
 }
-"""The TUI's own commands and settings, with their help line."""
+"""The TUI's own commands: (arguments, what it does)."""
+
+
+def command_usage(name: str) -> str:
+    """`/name ARGS` of a built-in command (plain text: show it escaped where markup is on)."""
+    args = BUILTIN_COMMANDS[name][0]
+    return f"/{name} {args}" if args else f"/{name}"
+
+
+def command_help(name: str) -> str:
+    """One line: usage, then what the command does."""
+    return f"{command_usage(name)}: {BUILTIN_COMMANDS[name][1]}"
+
+
+def literal(text: str) -> str:
+    """`text` for a place that reads Textual markup, shown as written (`[DIR]` is not a tag)."""
+    return text.replace("[", "\\[")
+
 
 MODES = ("hands-free", "push-to-talk")
 
@@ -156,12 +176,12 @@ class CapabilityCommands(Provider):
             for c in host.capability_info
         ]
         entries += [
-            ("Interrupt the agent", host.action_interrupt, BUILTIN_COMMANDS["interrupt"]),
-            ("Talk (push-to-talk)", host.action_talk, BUILTIN_COMMANDS["talk"]),
+            ("Interrupt the agent", host.action_interrupt, literal(command_help("interrupt"))),
+            ("Talk (push-to-talk)", host.action_talk, literal(command_help("talk"))),
             ("Switch input mode", host.action_cycle_mode, "hands-free ⇄ push-to-talk"),
-            ("Export the conversation", host.action_export, BUILTIN_COMMANDS["export"]),
-            ("Past sessions", host.action_sessions, BUILTIN_COMMANDS["sessions"]),
-            ("Attach an image", host.prefill("/attach "), BUILTIN_COMMANDS["attach"]),
+            ("Export the conversation", host.action_export, literal(command_help("export"))),
+            ("Past sessions", host.action_sessions, literal(command_help("sessions"))),
+            ("Attach an image", host.prefill("/attach "), literal(command_help("attach"))),
         ]
         for name, callback, help_text in entries:
             score = matcher.match(name)

@@ -62,7 +62,8 @@ class AssistantTurn(Static):
         line = Text(f"{who}  ", style="bold")
         line.append(self.text)
         if self.audio_s:
-            line.append(f"  {'▶' if self.playing else '♪'} {self.audio_s:.1f} s", style="italic")
+            length = f"{self.audio_s:.1f} s" if self.audio_s >= 1 else f"{self.audio_s * 1000:.0f} ms"
+            line.append(f"  {'▶' if self.playing else '♪'} {length}", style="italic")
         if self.progress:
             line.append(f"  [{self.progress}]", style="dim")
         line.append(f"  {self.status}", style="dim")

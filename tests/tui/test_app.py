@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from textual.command import CommandList, CommandPalette
 from textual.widgets import OptionList
 
 from mio_agent.conversation import SpeechPart
@@ -22,6 +23,19 @@ from mio_agent.tui.panels import LatencyPanel, MicPanel
 from mio_agent.tui.sessions import SessionsScreen, list_sessions, past_events
 from mio_agent.tui.turns import AssistantTurn, ErrorLine, NoteLine, UserTurnView
 from tests.tui.conftest import shown, wait_until
+
+
+def _palette_settled_on(app: MioApp, name: str) -> bool:
+    """The command palette has finished searching and highlights a command for `name` on top."""
+    palette = app.screen
+    if not isinstance(palette, CommandPalette):
+        return False
+    searching = any(
+        w.node is palette and w.group == CommandPalette._GATHER_COMMANDS_GROUP and not w.is_finished
+        for w in app.workers
+    )
+    results = palette.query_one(CommandList)
+    return not searching and results.highlighted == 0 and name in str(results.get_option_at_index(0).prompt)
 
 
 def local(
@@ -87,7 +101,8 @@ async def test_escape_interrupts_a_long_reply_but_closes_the_palette_first(
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: len(app.screen_stack) == 2)
         await pilot.press(*"image_edi")
-        await pilot.pause(0.3)
+        # the palette searches in a worker and fills its list in batches: Enter once it is done
+        await wait_until(pilot, lambda: _palette_settled_on(app, "image_editing"))
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.query_one(Prompt).value == "/image_editing ")
         app.query_one(Prompt).value = ""

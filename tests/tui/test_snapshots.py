@@ -6,11 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import OptionList
 
 from mio_agent.runtime.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend
+from mio_agent.tui.commands import Prompt
 from mio_agent.tui.launch import open_local
+from mio_agent.tui.sessions import SessionsScreen
+from mio_agent.tui.turns import NoteLine
+from tests.tui.conftest import shown, wait_until
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
@@ -23,10 +28,15 @@ def make_app(res: Resources) -> MioApp:
     return MioApp(make, session_root=Path("/nonexistent"))
 
 
+# Each `run_before` waits for what its snapshot shows (with a deadline that fails, in wait_until),
+# then for the app's animations; the snapshot plugin then lets pending messages settle as well.
+
+
 async def _ready(pilot: Any) -> None:
-    while pilot.app.backend is None:
-        await pilot.pause(0.05)
-    await pilot.pause(0.2)
+    """Until the backend is attached: the panels filled in and its notice shown ("no audio")."""
+    app = pilot.app
+    await wait_until(pilot, lambda: app.backend is not None and len(app.query(NoteLine)) > 0)
+    await pilot.wait_for_scheduled_animations()
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -42,7 +52,17 @@ def test_completion_and_help(res: Resources, snap_compare: Any, size: tuple[int,
     async def typed(pilot: Any) -> None:
         await _ready(pilot)
         await pilot.press(*"/help", "enter", *"/ima")
-        await pilot.pause(0.3)
+        app = pilot.app
+        prompt = app.query_one(Prompt)
+        await wait_until(
+            pilot,
+            lambda: (
+                any("aliases:" in t for t in shown(app.query(NoteLine)))
+                and prompt.value == "/ima"
+                and prompt._suggestion == "/image_editing"
+            ),
+        )
+        await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(make_app(res), terminal_size=size, run_before=typed)
 
@@ -53,6 +73,11 @@ def test_sessions_screen(res: Resources, snap_compare: Any) -> None:
     async def opened(pilot: Any) -> None:
         await _ready(pilot)
         await pilot.press("ctrl+o")
-        await pilot.pause(0.3)
+        app = pilot.app
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, SessionsScreen) and len(app.screen.query(OptionList)) == 1,
+        )
+        await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(make_app(res), terminal_size=(80, 24), run_before=opened)
