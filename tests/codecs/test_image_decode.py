@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import diffusers  # noqa: F401  (a required dependency: missing, the run fails here)
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,6 @@ import torch
 from mio_agent.codecs.image import ImageCodec, save_tiny_image_tokenizer, save_tiny_unclip
 from mio_agent.exceptions import ModelFilesError
 
-pytest.importorskip("diffusers", reason="image decoding needs diffusers")
 torch.set_num_threads(1)
 
 CODES = [(i * 257) % 8192 for i in range(32)]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from mio_agent.codecs.video import KeyframePicker, keyframes_from_file
 from mio_agent.exceptions import CodecError, ConfigError
-
-cv2 = pytest.importorskip("cv2", reason="video keyframes need opencv-python-headless")
 
 W, H, FPS = 64, 48, 10.0
 # the shots differ in brightness too: flat colours of equal brightness can differ by less than the

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import playwright.async_api as playwright_api
 import pytest
 
 from mio_agent.config import ServerConfig, load_config
@@ -19,11 +20,9 @@ from mio_agent.runtime.hub import SessionHub
 from mio_agent.runtime.resources import Resources
 from mio_agent.runtime.server import MioServer
 
-playwright_api = pytest.importorskip("playwright.async_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
-)
+if CHROMIUM is None:  # scripts/setup.sh --test installs it: a missing browser is a broken setup
+    raise RuntimeError("chromium is not installed: apt-get install chromium (scripts/setup.sh --test does)")
 
 
 def speech_wav(espeak: Callable[..., Path], folder: Path) -> Path:

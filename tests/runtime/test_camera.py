@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,8 +14,6 @@ from mio_agent.exceptions import DeviceError
 from mio_agent.runtime.camera import CameraSource
 from mio_agent.runtime.resources import Resources
 from mio_agent.runtime.session import Session
-
-cv2 = pytest.importorskip("cv2")
 
 
 def write_video(

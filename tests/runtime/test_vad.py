@@ -142,7 +142,6 @@ def test_bad_settings_are_config_errors() -> None:
 
 
 def test_silero_detector_segments_the_same_way(user_speech: np.ndarray) -> None:
-    pytest.importorskip("silero_vad", reason="silero-vad is not installed (pip install silero-vad)")
     signal = np.concatenate([_silence(0.8), user_speech, _silence(1.2)])
     onset, end = _onset_and_end(user_speech)
     detector = SileroDetector()
