@@ -509,7 +509,8 @@ class Session:
 
     def _agent_done(self, agent: AgentTurn, _task: object = None) -> None:
         if self._agent is agent and self._state != "closed":
-            self._set_state("hearing" if self.listener.in_speech else "listening")
+            # a muted session stays muted after a (typed or invoked) turn: its microphone is still off
+            self._set_state("muted" if self._muted else "hearing" if self.listener.in_speech else "listening")
 
     async def _route(self, turn: Turn, n: int, times: TurnInputTimes) -> RouteDecision | None:
         from mio_agent.runtime.transcribe import needs_transcript, transcribe
@@ -541,7 +542,10 @@ class Session:
             return
         parts: list[Part] = []
         if ev.image is not None:
-            parts.append(await self.images.encode_upload(ev.image, "invoke"))
+            image = await self.images.encode_upload(ev.image, "invoke")
+            # the capability takes the image: an earlier upload of it is not also for the next turn
+            self.images.withdraw(image)
+            parts.append(image)
         if ev.text.strip():
             parts.append(TextPart(ev.text))
         decision = RouteDecision(ev.name, "invoked explicitly", "")

@@ -84,6 +84,11 @@ class ImageInputs:
         self._recent = part
         return part
 
+    def withdraw(self, part: ImagePart) -> None:
+        """An upload that a capability used (e.g. `invoke` with the image) does not also join the
+        next turn: the pending uploads with its codes are dropped."""
+        self._uploads = [p for p in self._uploads if p != part]
+
     async def add_upload(self, data: bytes, name: str) -> None:
         part = await self.encode_upload(data, name)
         self._uploads.append(part)

@@ -116,3 +116,25 @@ async def test_an_interrupt_stops_a_long_capability_job(res: Resources) -> None:
                 break
         assert e.reason == "interrupted"
         assert STOPPED == ["slow_job"]  # the plugin's generator was closed (its finally ran)
+
+
+async def test_an_image_used_by_invoke_does_not_also_join_the_next_turn(res: Resources) -> None:
+    from mio_agent.events import ImageIn, UserTurn
+    from mio_agent.testing import png_bytes
+
+    picture = png_bytes(32, 32, (10, 200, 30))
+    async with Session(res) as session:
+        sub = session.bus.subscribe("t", maxsize=10_000)
+        session.submit(ImageIn(session=session.id, turn=0, data=picture, name="p.png"))
+        await session.drained()
+        invoked = await _turn(
+            session, sub, InvokeCapability(session=session.id, turn=0, name="describe_image", image=picture)
+        )
+        assert [e.images for e in invoked if isinstance(e, UserTurn)] == [1]
+        after = await _turn(session, sub, TextIn(session=session.id, turn=0, text="and now?"))
+        assert [e.images for e in after if isinstance(e, UserTurn)] == [0]
+        # an upload that no capability took still joins the next turn, as documented
+        session.submit(ImageIn(session=session.id, turn=0, data=picture, name="p.png"))
+        await session.drained()
+        joined = await _turn(session, sub, TextIn(session=session.id, turn=0, text="what is this?"))
+        assert [e.images for e in joined if isinstance(e, UserTurn)] == [1]
