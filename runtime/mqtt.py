@@ -197,13 +197,22 @@ class MqttBridge:
                     if self.lost:
                         self._report_loss()
                     self.connected.set()
-                    reader = asyncio.create_task(self._read(client))
+                    reader = asyncio.create_task(self._read(client), name="mqtt-read")
+                    sender = asyncio.create_task(self._send(client), name="mqtt-send")
                     try:
-                        await self._send(client)
+                        # whichever ends first ends this connection: a publish failed, or the reader saw
+                        # the broker go (an idle bridge publishes nothing, so only the reader notices)
+                        await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await reader
+                        sender.cancel()
+                        await asyncio.wait({reader, sender})
+                    for task in (reader, sender):
+                        error = None if task.cancelled() else task.exception()
+                        if isinstance(error, aiomqtt.MqttError):
+                            raise error
+                        if error is not None:
+                            log.error("mqtt: %s failed; reconnecting", task.get_name(), exc_info=error)
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "mqtt: broker %s:%d unavailable (%s); retrying in %.1f s",

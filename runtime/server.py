@@ -78,6 +78,12 @@ def _host_name(authority: str) -> str:
     return value.rstrip(".")
 
 
+def _close_reason(text: str) -> str:
+    """The start of `text` that fits a close frame: at most 123 bytes of UTF-8, whole characters
+    (an error message may quote what the client sent, in any script)."""
+    return text.encode()[:123].decode("utf-8", "ignore")
+
+
 def _is_loopback(name: str) -> bool:
     if name == "localhost":
         return True
@@ -124,8 +130,15 @@ class _Connection:
                 )
             self.audio[msg.get("stream")] = (rate, ch)
         elif kind == "audio.end":
-            self.audio.pop(msg.get("stream"), None)
+            fmt = self.audio.pop(msg.get("stream"), None)
             self.report_drops()
+            if fmt is not None:
+                # the end of the stream ends the user's utterance at once: the voice detector gets
+                # the silence it waits for, instead of the client having to send it
+                rate, ch = fmt
+                silence_s = self.session.res.config.audio.end_silence_ms / 1000 + 0.1
+                pcm = bytes(2 * ch * int(rate * silence_s))
+                self.session.submit(self._ev(AudioIn, pcm=pcm, sample_rate=rate, channels=ch))
         elif kind == "video.start":
             w, h = msg.get("width"), msg.get("height")
             if not (0 < w <= 1920 and 0 < h <= 1080):
@@ -216,6 +229,12 @@ class _Connection:
                     code="video.stream",
                 )
             w, h = dims
+            if len(frame.payload) != w * h * 3:
+                raise ProtocolError(
+                    f"video frame of {len(frame.payload)} bytes on stream {frame.stream}; its video.start "
+                    f"({w}x{h}) makes a frame {w * h * 3} bytes of RGB24",
+                    code="video.format",
+                )
             self.session.submit(self._ev(VideoFrame, width=w, height=h, rgb=frame.payload))
         else:
             raise ProtocolError(
@@ -299,6 +318,9 @@ class MioServer:
             process_request=self._process_request,
             max_size=self.cfg.max_message_bytes,
             max_queue=64,
+            # no permessage-deflate: websockets 15 passes a compressed message a few bytes over
+            # max_size on, cut to max_size, instead of refusing it (1009); media is not worth deflating
+            compression=None,
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
@@ -526,7 +548,7 @@ class MioServer:
                 await ws.send(
                     encode_json({"type": "error", "seq": 0, "code": code, "message": text, "fatal": True})
                 )
-                await ws.close(4001 if code == "auth.token" else 4002, text[:120])
+                await ws.close(4001 if code == "auth.token" else 4002, _close_reason(text))
             return
         except ConnectionClosed:
             return
@@ -546,7 +568,8 @@ class MioServer:
             "max_text_chars": MAX_TEXT_CHARS,
             "replay_events": self.cfg.replay_events,
             "send_queue": self.cfg.send_queue,
-            "audio_burst": AUDIO_BURST,
+            "audio_speed": AUDIO_BURST,
+            "audio_burst_s": AUDIO_BURST_S,
         }
         welcome = welcome_message(
             seq=channel.seq, session=channel.session.id, resumed=resumed, server=f"mio-agent {__version__}",

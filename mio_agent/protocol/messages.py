@@ -86,7 +86,13 @@ def _check(kind: str, value: Any) -> bool:
     if kind == "int":
         return type(value) is int and value >= 0
     if kind == "num":
-        return type(value) in (int, float) and math.isfinite(value) and value >= 0
+        if type(value) is int:
+            # JSON has integers of any size; one beyond a float's range (1e309) is no usable number
+            try:
+                value = float(value)
+            except OverflowError:
+                return False
+        return type(value) is float and math.isfinite(value) and value >= 0
     if kind == "str":
         return isinstance(value, str)
     if kind == "bool":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -218,25 +219,52 @@ async def test_closing_the_run_cancels_the_reply(lm: LoadedModel, pm: PluginMana
 
 
 async def test_cancelling_the_task_stops_a_long_image_job(lm: LoadedModel, pm: PluginManager) -> None:
+    """Cancelling the task that runs a capability stops its reply before the next decode step: the
+    model runs no forward after the cancel, the job goes on to no later step (no sketch, no image)
+    and the conversation keeps what was produced before the cancel."""
     ctx, engines = context(lm, (TextPart("a dragon"),), max_new_tokens=None)
-    started = asyncio.Event()
+    held_at = 4  # the model's 4th forward (the prompt's, then decode steps) waits for the test
+    forwards = 0
+    paused, release = threading.Event(), threading.Event()
+
+    def count(*_: object) -> None:
+        # runs on the engine's worker thread, after each forward of the model
+        nonlocal forwards
+        forwards += 1
+        if forwards == held_at:
+            paused.set()
+            release.wait(60)
+
     seen: list[OutputEvent] = []
 
     async def consume() -> None:
         async for ev in run_capability(pm.capability("chain_of_visual_thought"), ctx):
             seen.append(ev)
-            if isinstance(ev, TextDelta):
-                started.set()
 
-    task = asyncio.create_task(consume(), name="capability-under-test")
-    await asyncio.wait_for(started.wait(), 30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert not engines.made[0].busy
-    n = len(seen)
-    await asyncio.sleep(0.05)
-    assert len(seen) == n
+    hook = lm.model.register_forward_hook(count)
+    try:
+        task = asyncio.create_task(consume(), name="capability-under-test")
+        assert await asyncio.to_thread(paused.wait, 60), f"the reply never reached forward {held_at}"
+        # the reply is held inside a decode step: cancel the task, and let the step finish only
+        # after the cancellation has run as far as it goes without waiting (call_soon keeps order)
+        task.cancel()
+        asyncio.get_running_loop().call_soon(release.set)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), 60)
+    finally:
+        release.set()
+        hook.remove()
+    # nothing was produced after the cancel: no decode step, no later step of the job
+    assert forwards == held_at
+    assert len(engines.made) == 1 and not engines.made[0].busy
+    assert not any(isinstance(e, ImageOut) for e in seen)
+    assert [e.step for e in seen if isinstance(e, CapabilityProgress)] == [0]
+    # the conversation kept the cut reply: what the consumer had been handed, nothing more
+    eng = engines.made[0]
+    assert [t.role for t in eng.turns] == ["user", "assistant"]
+    said = "".join(e.text for e in seen if isinstance(e, TextDelta)).removeprefix("\nStep 1: ")
+    kept = "".join(p.text for p in eng.turns[1].parts if isinstance(p, TextPart))
+    assert said and kept == said
 
 
 # -- misbehaving plugins --------------------------------------------------------------------------
