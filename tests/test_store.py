@@ -37,7 +37,7 @@ def count_events(db: Path, session: str) -> int:
         conn.close()
 
 
-def wait_for(condition: object, timeout: float = 5.0) -> bool:
+def wait_for(condition: object, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if callable(condition) and condition():

@@ -177,7 +177,7 @@ async def test_sink_play_waits_while_the_buffer_is_full() -> None:
     await asyncio.sleep(0.05)
     assert not blocked.done()
     sink._buffer.pull(3200, 0.0)
-    await asyncio.wait_for(blocked, 1.0)
+    await asyncio.wait_for(blocked, 60)
     assert await sink.drain(timeout=0.05) is False
     sink._buffer.pull(1000, 0.0)
     assert await sink.drain(timeout=1.0) is True
