@@ -19,17 +19,17 @@ from mio_agent.engine import ReplyOptions
 from mio_agent.events import AudioIn, AudioOut, Event, PlaybackClear, TurnEnded
 from mio_agent.exceptions import SubscriptionClosed
 from mio_agent.runtime.audio.base import SAMPLE_RATE, AudioSink, AudioSource
-from mio_agent.runtime.camera import CameraSource
-from mio_agent.runtime.hub import SessionHub
-from mio_agent.runtime.playback import LocalPlayback
 from mio_agent.runtime.report import SessionReport
-from mio_agent.runtime.session import Session
 from mio_agent.runtime.status import StatusLine
+from mio_agent.runtime.voice.camera import CameraSource
+from mio_agent.runtime.voice.hub import SessionHub
+from mio_agent.runtime.voice.playback import LocalPlayback
+from mio_agent.runtime.voice.session import Session
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.echo import EchoCanceller
-    from mio_agent.runtime.mqtt import MqttBridge
-    from mio_agent.runtime.resources import Resources
+    from mio_agent.runtime.audio.echo import EchoCanceller
+    from mio_agent.runtime.net.mqtt import MqttBridge
+    from mio_agent.runtime.voice.resources import Resources
 
 __all__ = ["AppOptions", "VoiceApp"]
 
@@ -98,7 +98,7 @@ class VoiceApp:
             if self.options.echo_cancel:
                 self._echo = _make_echo(self.speaker)
             if self.res.config.mqtt.enabled:
-                from mio_agent.runtime.mqtt import MqttBridge
+                from mio_agent.runtime.net.mqtt import MqttBridge
 
                 self._bridge = MqttBridge(self.res.config.mqtt, self.hub)
                 await self._bridge.start()
@@ -220,7 +220,7 @@ _REPORTED = frozenset(
 
 
 def _make_echo(speaker: AudioSink) -> EchoCanceller | None:
-    from mio_agent.runtime.echo import EchoCanceller, speexdsp_available
+    from mio_agent.runtime.audio.echo import EchoCanceller, speexdsp_available
 
     if not speexdsp_available():
         log.warning("echo cancellation is off: libspeexdsp is not installed (apt install libspeexdsp1)")

@@ -31,7 +31,7 @@ from mio_agent.exceptions import StoreError
 from mio_agent.session_log import read_events
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.resources import Resources
+    from mio_agent.runtime.voice.resources import Resources
 
 __all__ = ["ReplayReport", "TurnSummary", "recorded_inputs", "replay_session", "summarize"]
 
@@ -183,7 +183,7 @@ def compare(recorded: Sequence[TurnSummary], replayed: Sequence[TurnSummary]) ->
 
 async def replay_session(res: Resources, folder: Path, *, fast: bool = False) -> ReplayReport:
     """Run the recorded inputs through a new session (no devices; real time unless `fast`)."""
-    from mio_agent.runtime.hub import SessionHub
+    from mio_agent.runtime.voice.hub import SessionHub
 
     inputs = recorded_inputs(folder)
     recorded = summarize(read_events(folder, payloads=False))

@@ -8,7 +8,7 @@ from mio_agent.events import Event, InputLevel, Metrics, SessionState, TurnEnded
 
 if TYPE_CHECKING:
     from mio_agent.runtime.audio.base import AudioSink
-    from mio_agent.runtime.session import Session
+    from mio_agent.runtime.voice.session import Session
 
 __all__ = ["StatusLine", "level_bar"]
 

@@ -114,3 +114,28 @@ def test_the_runtime_never_imports_the_tui() -> None:
         for t in ts
         if t.startswith("mio_agent.tui")
     ] == []
+
+
+def test_voice_and_audio_never_import_the_network_front_ends() -> None:
+    graph = _graph()
+    lower = ("mio_agent.runtime.voice", "mio_agent.runtime.audio")
+    upward = [
+        (m, t)
+        for m, ts in graph.items()
+        if m.startswith(lower)
+        for t in ts
+        if t.startswith("mio_agent.runtime.net")
+    ]
+    assert upward == []
+
+
+def test_audio_never_imports_the_voice_path() -> None:
+    graph = _graph()
+    audio = "mio_agent.runtime.audio"
+    assert [
+        (m, t)
+        for m, ts in graph.items()
+        if m.startswith(audio)
+        for t in ts
+        if t.startswith("mio_agent.runtime.voice")
+    ] == []

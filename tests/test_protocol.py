@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mio_agent.events import TextDelta
@@ -47,11 +47,51 @@ def test_bad_frames_say_what_is_wrong(data: bytes, match: str) -> None:
         unpack_frame(data)
 
 
+PROPERTY = settings(
+    derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=300
+)
+
+frames = st.builds(
+    Frame,
+    st.sampled_from(list(FrameKind)),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**64 - 1),
+    st.binary(max_size=32),
+)
+
+
+@PROPERTY
+@given(frames)
+def test_every_frame_round_trips(frame: Frame) -> None:
+    assert unpack_frame(pack_frame(frame)) == frame
+
+
+@PROPERTY
+@given(frames, st.integers(0, 19), st.integers(1, 255))
+def test_a_damaged_header_is_a_frame_or_a_protocol_error(frame: Frame, at: int, flip: int) -> None:
+    data = bytearray(pack_frame(frame))
+    data[at] ^= flip
+    try:
+        got = unpack_frame(bytes(data))
+    except ProtocolError as exc:
+        # only the version, kind and reserved bytes can make a header invalid
+        assert at < 4 and str(exc)
+        event("refused")
+        return
+    event("accepted")
+    # stream, seq and timestamp bytes carry any value: the frame reads back as it was written
+    assert at >= 4 or (at == 1 and got.kind != frame.kind)
+    assert pack_frame(got) == bytes(data)
+
+
+@PROPERTY
 @given(st.binary(max_size=64))
 def test_any_bytes_are_a_frame_or_a_protocol_error(data: bytes) -> None:
     try:
         frame = unpack_frame(data)
-    except ProtocolError:
+    except ProtocolError as exc:
+        assert str(exc)
         return
     assert pack_frame(frame) == data
 
@@ -117,6 +157,77 @@ json_values = st.recursive(
 )
 
 
+_VALUES = {
+    "int": st.integers(0, 2**31),
+    "num": st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+    "str": st.text(max_size=30),
+    "bool": st.booleans(),
+    "obj": st.fixed_dictionaries({"session": st.text(max_size=8), "last_seq": st.integers(0, 99)}),
+}
+# a value of the wrong kind for each kind of field
+_WRONG = {"int": "7", "num": "1.5", "str": 5, "bool": 1, "obj": [1]}
+
+
+@st.composite
+def well_formed(draw: st.DrawFn) -> dict[str, object]:
+    """A message exactly as docs/protocol.md describes one: its type, its required fields, some optional ones."""
+    kind = draw(st.sampled_from(sorted(CLIENT_MESSAGES)))
+    msg: dict[str, object] = {"type": kind}
+    for name, (field_kind, required) in CLIENT_MESSAGES[kind].items():
+        if required or draw(st.booleans()):
+            msg[name] = draw(_VALUES[field_kind])
+    if draw(st.booleans()):
+        msg["id"] = draw(st.text(max_size=12))
+    return msg
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[dict[str, object], str]:
+    """A well-formed message with one thing wrong, and what is wrong."""
+    msg = draw(well_formed())
+    fields = CLIENT_MESSAGES[str(msg["type"])]
+    required = [n for n, (_, req) in fields.items() if req]
+    present = [n for n in fields if n in msg]
+    choices = ["unknown field", "unknown type", "bad id"]
+    if required:
+        choices.append("missing field")
+    if present:
+        choices.append("wrong type")
+    what = draw(st.sampled_from(choices))
+    if what == "unknown field":
+        msg["zz_" + draw(st.text("abc", min_size=1, max_size=4))] = 1
+    elif what == "unknown type":
+        msg["type"] = "zz." + str(msg["type"])
+    elif what == "bad id":
+        msg["id"] = draw(st.sampled_from([5, "x" * 129, ["a"], {"a": 1}]))  # (null is the same as no id)
+    elif what == "missing field":
+        del msg[draw(st.sampled_from(required))]
+    else:
+        name = draw(st.sampled_from(present))
+        msg[name] = _WRONG[fields[name][0]]
+    return msg, what
+
+
+@PROPERTY
+@given(well_formed())
+def test_well_formed_messages_decode_to_their_fields(msg: dict[str, object]) -> None:
+    got = decode_client_message(json.dumps(msg))
+    assert got.type == msg["type"] and got.id == msg.get("id")
+    assert dict(got.data) == {k: v for k, v in msg.items() if k not in ("type", "id")}
+
+
+@PROPERTY
+@given(mutated())
+def test_mutated_messages_are_refused_naming_what_is_wrong(case: tuple[dict[str, object], str]) -> None:
+    msg, what = case
+    with pytest.raises(ProtocolError) as refused:
+        decode_client_message(json.dumps(msg))
+    code = {"unknown type": "protocol.type"}.get(what, "protocol.field")
+    assert refused.value.code == code, (what, str(refused.value))
+    assert str(refused.value)
+
+
+@PROPERTY
 @given(
     st.dictionaries(
         st.sampled_from(["type", "id", "text", "stream", "turn", "played_ms", "protocol"]), json_values
@@ -127,18 +238,25 @@ def test_fuzzed_messages_are_accepted_or_refused_cleanly(obj: dict[str, object])
         msg = decode_client_message(json.dumps(obj))
     except ProtocolError as exc:
         assert str(exc) and exc.code.startswith("protocol.")
-    else:
-        assert msg.type in CLIENT_MESSAGES
+        return
+    assert msg.type in CLIENT_MESSAGES
 
 
-@given(st.binary(max_size=40))
-def test_random_text_bytes_are_refused_cleanly(data: bytes) -> None:
-    try:
-        msg = decode_client_message(data)
-    except ProtocolError as exc:
-        assert exc.code.startswith("protocol.")
-    else:
-        assert msg.type in CLIENT_MESSAGES
+@PROPERTY
+@given(well_formed(), st.binary(max_size=40))
+def test_any_bytes_in_a_text_frame_are_a_message_or_a_clean_refusal(
+    msg: dict[str, object], noise: bytes
+) -> None:
+    raw = json.dumps(msg).encode()
+    for data in (raw, noise, raw[: len(raw) // 2] + noise):
+        try:
+            got = decode_client_message(data)
+        except ProtocolError as exc:
+            assert exc.code.startswith("protocol.") and data is not raw
+            continue
+        assert got.type in CLIENT_MESSAGES
+        if data is raw:
+            assert got.type == msg["type"]
 
 
 def test_event_message_carries_the_event() -> None:

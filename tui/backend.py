@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mio_agent.events import Event
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.client import MioClient
-    from mio_agent.runtime.session import Session
+    from mio_agent.runtime.net.client import MioClient
+    from mio_agent.runtime.voice.session import Session
 
 __all__ = ["Backend", "LocalBackend", "RemoteBackend"]
 
@@ -146,7 +146,7 @@ class RemoteBackend:
 
     async def events(self) -> AsyncIterator[Event]:
         from mio_agent.events import ErrorEvent
-        from mio_agent.runtime.client import ServerError
+        from mio_agent.runtime.net.client import ServerError
 
         async for item in self.client:
             if isinstance(item, Event):

@@ -14,7 +14,7 @@ from mio_agent.tui.backend import Backend, LocalBackend, RemoteBackend
 
 if TYPE_CHECKING:
     from mio_agent.engine import ReplyOptions
-    from mio_agent.runtime.resources import Resources
+    from mio_agent.runtime.voice.resources import Resources
 
 __all__ = ["AudioChoice", "LocalLauncher", "open_local", "remote_backend_factory"]
 
@@ -60,7 +60,7 @@ async def open_local(
 ) -> Backend:
     """A local session: the voice app of `mio-agent run` (microphone, speaker, camera) when `audio` is
     enabled and its devices open, else a session for typed turns and files, saying why in `notice`."""
-    from mio_agent.runtime.hub import SessionHub
+    from mio_agent.runtime.voice.hub import SessionHub
 
     where = f"{res.config.model.path or 'embedded tiny model (replies are noise)'} on {res.lm.device}"
     notice = "" if audio is not None and audio.enabled else "no audio: type your turns"
@@ -112,7 +112,7 @@ class LocalLauncher:
         """A backend maker for a new session, or for continuing the logged session `resume`."""
 
         async def make() -> Backend:
-            from mio_agent.runtime.resources import Resources
+            from mio_agent.runtime.voice.resources import Resources
 
             if self.res is None:
                 self.res = await asyncio.to_thread(Resources.load, self.cfg)
@@ -123,7 +123,7 @@ class LocalLauncher:
 
 def remote_backend_factory(url: str, token: str | None) -> Callable[[], Awaitable[Backend]]:
     async def make() -> Backend:
-        from mio_agent.runtime.client import MioClient
+        from mio_agent.runtime.net.client import MioClient
 
         client = MioClient(url, token=token)
         await client.connect()

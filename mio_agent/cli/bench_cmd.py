@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["BENCHMARKS_GROUP", "register", "run"]
 
 BENCHMARKS_GROUP = "mio_agent.benchmarks"
-"""Entry-point group of benchmarks outside the core (the runtime's voice and transport ones):
+"""Entry-point group of benchmarks outside the core (the runtime's voice, transport and soak ones):
 each is a function taking the parsed arguments and returning the figures as a dict."""
 
 
@@ -24,7 +24,7 @@ def _external() -> dict[str, Any]:
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "bench",
-        help="run a benchmark (engine, codecs, voice, transport) and print one JSON line",
+        help="run a benchmark (engine, codecs, voice, transport, soak) and print one JSON line",
         description="Benchmarks measure side by side in one run and print ratios; see bench/README.md.",
     )
     p.add_argument("what", choices=["engine", "codecs", *sorted(_external())], help="what to measure")
@@ -44,6 +44,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--compile", action="store_true", help="engine: torch.compile the static decode step")
     p.add_argument("--dtype", default="auto", help="engine: float32, bfloat16, float16 (auto: the shape's)")
+    p.add_argument("--minutes", type=float, default=None, help="soak: how long the clients act (default 10)")
+    p.add_argument("--sessions", type=int, default=None, help="soak: concurrent client sessions (default 8)")
     p.set_defaults(func=run)
 
 

@@ -10,7 +10,9 @@ from tests.cli.conftest import run_cli
 def test_generating_commands_print_no_library_warnings(tmp_path: Path) -> None:
     runs = [
         run_cli("chat", "--text", "hi", "--mode", "std", "--max-new-tokens", "4", "--out-dir", str(tmp_path)),
-        run_cli("chat", "--text", "hi", "--mode", "voice", "--max-new-tokens", "40", "--out-dir", str(tmp_path)),
+        run_cli(
+            "chat", "--text", "hi", "--mode", "voice", "--max-new-tokens", "40", "--out-dir", str(tmp_path)
+        ),
         run_cli("invoke", "speak", "--text", "hello", "--out", str(tmp_path)),
     ]
     for proc in runs:

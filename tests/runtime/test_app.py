@@ -20,8 +20,8 @@ from mio_agent.config import load_config
 from mio_agent.events import AudioOut, Event
 from mio_agent.runtime.app import AppOptions, VoiceApp
 from mio_agent.runtime.audio.loopback import EchoRoom
-from mio_agent.runtime.resources import Resources
-from mio_agent.runtime.session import Session
+from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.session import Session
 from mio_agent.session_log import read_events, wav_info
 from tests.runtime.conftest import REPLY_TEXT
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mio_agent.config import load_config
-from mio_agent.runtime.resources import Resources
+from mio_agent.runtime.voice.resources import Resources
 
 
 @pytest.fixture(scope="session")

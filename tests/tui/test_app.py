@@ -13,7 +13,7 @@ from textual.widgets import OptionList
 
 from mio_agent.conversation import SpeechPart
 from mio_agent.engine import ReplyOptions
-from mio_agent.runtime.resources import Resources
+from mio_agent.runtime.voice.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend, LocalBackend
 from mio_agent.tui.commands import Prompt

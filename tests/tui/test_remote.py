@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mio_agent.config import ServerConfig
-from mio_agent.runtime.hub import SessionHub
-from mio_agent.runtime.resources import Resources
-from mio_agent.runtime.server import MioServer
+from mio_agent.runtime.net.server import MioServer
+from mio_agent.runtime.voice.hub import SessionHub
+from mio_agent.runtime.voice.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import RemoteBackend
 from mio_agent.tui.launch import remote_backend_factory

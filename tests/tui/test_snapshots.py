@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from textual.widgets import OptionList
 
-from mio_agent.runtime.resources import Resources
+from mio_agent.runtime.voice.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend
 from mio_agent.tui.commands import Prompt

@@ -6,7 +6,7 @@ import wave
 from pathlib import Path
 
 from mio_agent.engine import ReplyOptions
-from mio_agent.runtime.resources import Resources
+from mio_agent.runtime.voice.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend
 from mio_agent.tui.launch import AudioChoice, open_local

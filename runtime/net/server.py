@@ -1,0 +1,625 @@
+"""`mio-agent serve`: the WebSocket server (protocol in docs/protocol.md) and the browser page over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import http
+import ipaddress
+import logging
+import math
+import mimetypes
+import socket
+import time
+from collections import Counter, OrderedDict
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from mio_agent import __version__
+from mio_agent.config import ServerConfig
+from mio_agent.engine import ReplyOptions
+from mio_agent.events import (
+    AudioIn,
+    Event,
+    ImageIn,
+    Interrupt,
+    InvokeCapability,
+    Mute,
+    PlaybackProgress,
+    TextIn,
+    VideoFrame,
+)
+from mio_agent.exceptions import ConfigError, MioAgentError, ProtocolError
+from mio_agent.protocol import PROTOCOL_VERSION, ClientMessage, FrameKind, decode_client_message, unpack_frame
+from mio_agent.protocol.messages import MAX_TEXT_CHARS, encode_json, welcome_message
+from mio_agent.runtime.net.ws_channel import Channel, Outbox
+from mio_agent.runtime.voice.hub import SessionHub
+
+__all__ = ["LOOPBACK", "WEB_ROOT", "WS_PATH", "MioServer"]
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/ws"
+"""Where clients open the WebSocket; every other path is the browser page's files."""
+WEB_ROOT = Path(__file__).parent / "web"
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+HELLO_TIMEOUT_S = 10.0
+# a client may send audio this much faster than real time (a file) before it is refused
+AUDIO_BURST = 4.0
+AUDIO_BURST_S = 10.0
+DROP_REPORT_S = 1.0
+"""Dropped audio is reported at most once per this many seconds (with a count), and when its stream ends."""
+KEEP_DETACHED_S = 300.0
+"""How long a session without a connection waits for its client to resume (unless its room is needed
+sooner by a new session: then the oldest such session is closed)."""
+_KEPT_IMAGES = 4
+SEND_BUFFER = 64 * 1024
+
+
+def _is_ws(request: Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _host_name(authority: str) -> str:
+    """The host of a Host header (or of an Origin without its scheme): lower case, no port, no brackets."""
+    value = authority.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
+    name, sep, port = value.rpartition(":")
+    if sep and ":" not in name and (port.isdigit() or not port):
+        value = name
+    return value.rstrip(".")
+
+
+def _close_reason(text: str) -> str:
+    """The start of `text` that fits a close frame: at most 123 bytes of UTF-8, whole characters
+    (an error message may quote what the client sent, in any script)."""
+    return text.encode()[:123].decode("utf-8", "ignore")
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class _Connection:
+    """One client connection bound to a session: its streams, uploads and limits."""
+
+    def __init__(self, ws: ServerConnection, channel: Channel, outbox: Outbox) -> None:
+        self.ws = ws
+        self.channel = channel
+        self.outbox = outbox
+        self.session = channel.session
+        self.audio: dict[int, tuple[int, int]] = {}
+        self.video: dict[int, tuple[int, int]] = {}
+        self.images_declared: dict[int, tuple[str, int, str | None]] = {}
+        self.images: OrderedDict[int, bytes] = OrderedDict()
+        self.started = time.monotonic()
+        self.audio_s = 0.0
+        self.dropped = 0
+        """Audio chunks dropped (too fast) since the last `audio.rate` error; `dropped_s` their seconds."""
+        self.dropped_s = 0.0
+        self.dropped_total = 0
+        self._reported_at = -math.inf
+        self._report: asyncio.TimerHandle | None = None
+
+    def _ev(self, cls: type[Event], **fields: Any) -> Any:
+        return cls(session=self.session.id, turn=0, **fields)
+
+    def text(self, msg: ClientMessage) -> None:
+        kind = msg.type
+        if kind == "audio.start":
+            fmt, rate, ch = msg.get("format", "pcm16"), msg.get("sample_rate"), msg.get("channels", 1)
+            if fmt != "pcm16" or not 8000 <= rate <= 48000 or ch not in (1, 2):
+                raise ProtocolError(
+                    f"audio.start: unsupported format {fmt} at {rate} Hz x {ch}; send pcm16, 8000..48000 Hz, "
+                    "1 or 2 channels",
+                    code="audio.format",
+                    ref=msg.id,
+                )
+            self.audio[msg.get("stream")] = (rate, ch)
+        elif kind == "audio.end":
+            fmt = self.audio.pop(msg.get("stream"), None)
+            self.report_drops()
+            if fmt is not None:
+                # the end of the stream ends the user's utterance at once: the voice detector gets
+                # the silence it waits for, instead of the client having to send it
+                rate, ch = fmt
+                silence_s = self.session.res.config.audio.end_silence_ms / 1000 + 0.1
+                pcm = bytes(2 * ch * int(rate * silence_s))
+                self.session.submit(self._ev(AudioIn, pcm=pcm, sample_rate=rate, channels=ch))
+        elif kind == "video.start":
+            w, h = msg.get("width"), msg.get("height")
+            if not (0 < w <= 1920 and 0 < h <= 1080):
+                raise ProtocolError(
+                    "video.start: width x height must be within 1920 x 1080", code="video.format", ref=msg.id
+                )
+            self.video[msg.get("stream")] = (w, h)
+        elif kind == "video.end":
+            self.video.pop(msg.get("stream"), None)
+        elif kind == "text":
+            self.session.submit(self._ev(TextIn, text=msg.get("text")))
+        elif kind == "image":
+            self.images_declared[msg.get("stream")] = (msg.get("name", ""), msg.get("bytes"), msg.id)
+        elif kind == "invoke":
+            image = None
+            if msg.get("image_stream") is not None:
+                image = self.images.get(msg.get("image_stream"))
+                if image is None:
+                    raise ProtocolError(
+                        f"invoke: no image was uploaded on stream {msg.get('image_stream')}",
+                        code="invoke.image",
+                        ref=msg.id,
+                    )
+            self.session.submit(
+                self._ev(InvokeCapability, name=msg.get("name"), text=msg.get("text", ""), image=image)
+            )
+        elif kind == "interrupt":
+            self.session.submit(self._ev(Interrupt, reason="client"))
+        elif kind == "playback":
+            self.session.submit(
+                PlaybackProgress(
+                    session=self.session.id, turn=msg.get("turn"), played_ms=float(msg.get("played_ms"))
+                )
+            )
+        elif kind == "mute":
+            self.session.submit(self._ev(Mute, muted=msg.get("muted")))
+        elif kind == "ping":
+            self.channel.send({"type": "pong", "nonce": msg.get("nonce")})
+        elif kind == "hello":
+            raise ProtocolError("hello: the handshake was already made", code="protocol.order", ref=msg.id)
+
+    def binary(self, data: bytes) -> None:
+        frame = unpack_frame(data)
+        if frame.kind == FrameKind.AUDIO_IN:
+            fmt = self.audio.get(frame.stream)
+            if fmt is None:
+                raise ProtocolError(
+                    f"audio frame on stream {frame.stream}, which no audio.start declared",
+                    code="audio.stream",
+                )
+            rate, ch = fmt
+            if len(frame.payload) % (2 * ch):
+                raise ProtocolError(
+                    f"audio frame of {len(frame.payload)} bytes is not whole pcm16 samples of {ch} channel(s)",
+                    code="audio.format",
+                )
+            seconds = len(frame.payload) / (2 * ch * rate)
+            allowed = (time.monotonic() - self.started) * AUDIO_BURST + AUDIO_BURST_S
+            if self.audio_s + seconds > allowed:
+                self._drop(seconds)
+                return
+            self.audio_s += seconds
+            if frame.payload:
+                self.session.submit(self._ev(AudioIn, pcm=frame.payload, sample_rate=rate, channels=ch))
+        elif frame.kind == FrameKind.IMAGE_IN:
+            declared = self.images_declared.pop(frame.stream, None)
+            if declared is None:
+                raise ProtocolError(
+                    f"image frame on stream {frame.stream}, which no image message declared",
+                    code="image.stream",
+                )
+            name, size, ref = declared
+            if size != len(frame.payload):
+                raise ProtocolError(
+                    f"image {name or frame.stream}: declared {size} bytes, got {len(frame.payload)}",
+                    code="image.size",
+                    ref=ref,
+                )
+            self.images[frame.stream] = frame.payload
+            while len(self.images) > _KEPT_IMAGES:
+                self.images.popitem(last=False)
+            self.session.submit(self._ev(ImageIn, data=frame.payload, name=name))
+        elif frame.kind == FrameKind.VIDEO_IN:
+            dims = self.video.get(frame.stream)
+            if dims is None:
+                raise ProtocolError(
+                    f"video frame on stream {frame.stream}, which no video.start declared",
+                    code="video.stream",
+                )
+            w, h = dims
+            if len(frame.payload) != w * h * 3:
+                raise ProtocolError(
+                    f"video frame of {len(frame.payload)} bytes on stream {frame.stream}; its video.start "
+                    f"({w}x{h}) makes a frame {w * h * 3} bytes of RGB24",
+                    code="video.format",
+                )
+            self.session.submit(self._ev(VideoFrame, width=w, height=h, rgb=frame.payload))
+        else:
+            raise ProtocolError(
+                f"{frame.kind.name} frames go from the server to clients, not back", code="protocol.frame"
+            )
+
+    def _drop(self, seconds: float) -> None:
+        """Count a chunk dropped for arriving too fast; report at once, or when the interval ends."""
+        self.dropped += 1
+        self.dropped_s += seconds
+        self.dropped_total += 1
+        wait = self._reported_at + DROP_REPORT_S - time.monotonic()
+        if wait <= 0:
+            self.report_drops()
+        elif self._report is None:
+            self._report = asyncio.get_running_loop().call_later(wait, self.report_drops)
+
+    def report_drops(self) -> None:
+        """One `audio.rate` error for every chunk dropped since the last one (if any were)."""
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+        if not self.dropped:
+            return
+        n, seconds = self.dropped, self.dropped_s
+        self.dropped, self.dropped_s = 0, 0.0
+        self._reported_at = time.monotonic()
+        self.channel.send_error(
+            "audio.rate",
+            f"{n} audio chunk(s) ({seconds:.2f} s of audio) were dropped: audio arrives faster than "
+            f"{AUDIO_BURST:g}x real time (after a {AUDIO_BURST_S:g} s burst); send it closer to real time",
+            extra={"dropped": n, "dropped_s": round(seconds, 3), "dropped_total": self.dropped_total},
+        )
+
+    def close(self) -> None:
+        """The connection ended: report the last drops (kept for a resume) and stop the timer."""
+        self.report_drops()
+
+
+class MioServer:
+    """Serves many sessions over WebSocket on one model; `start()` returns the bound port.
+
+    Sessions are admitted when their hello arrives, in one step with no await between the count
+    and the reservation, so a rush of handshakes cannot pass the limits: `max_sessions_per_client`
+    and `max_sessions` count sessions with a connection (and those being opened). A session whose
+    client left (detached, resumable) counts for neither; it is kept for `KEEP_DETACHED_S`, or
+    until a new session needs its room (there are at most `max_sessions` in all): then the oldest
+    detached session is closed."""
+
+    def __init__(
+        self,
+        hub: SessionHub,
+        cfg: ServerConfig,
+        *,
+        web_root: Path = WEB_ROOT,
+        reply_options: ReplyOptions | None = None,
+    ) -> None:
+        if cfg.host not in LOOPBACK and not cfg.token:
+            raise ConfigError(
+                f"server.host {cfg.host} is not a loopback address, so clients must send a token: set server.token "
+                "(or MIO_AGENT__SERVER__TOKEN), or bind 127.0.0.1"
+            )
+        self.hub = hub
+        self.cfg = cfg
+        self.web_root = web_root
+        self.channels: dict[str, Channel] = {}
+        self.reply_options = reply_options
+        self._server: Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._opening: Counter[str] = Counter()
+        """New sessions being opened now, by client address (they count as connected)."""
+        self._allowed_hosts = frozenset(_host_name(h) for h in cfg.allowed_hosts)
+        self._allowed_origins = frozenset(o.strip().lower().rstrip("/") for o in cfg.allowed_origins)
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await serve(
+            self._handle,
+            self.cfg.host,
+            self.cfg.port,
+            process_request=self._process_request,
+            max_size=self.cfg.max_message_bytes,
+            max_queue=64,
+            # no permessage-deflate: websockets 15 passes a compressed message a few bytes over
+            # max_size on, cut to max_size, instead of refusing it (1009); media is not worth deflating
+            compression=None,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = int(sock.getsockname()[1])
+        self._reaper = asyncio.create_task(self._reap(), name="ws-reaper")
+        return self.port
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        channels = list(self.channels.values())
+        self.channels.clear()
+        for channel in channels:
+            try:
+                await self._close_channel(channel)
+            except Exception:
+                log.exception("session %s could not be closed", channel.session.id)
+
+    async def _close_channel(self, channel: Channel) -> None:
+        await channel.close()
+        await self.hub.close_session(channel.session.id)
+
+    async def _reap(self) -> None:
+        """Close sessions whose client left and did not come back in time."""
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            for sid, channel in list(self.channels.items()):
+                if (
+                    channel.detached_at is not None
+                    and now - channel.detached_at > KEEP_DETACHED_S
+                    and self.channels.pop(sid, None) is not None
+                ):
+                    try:
+                        await self._close_channel(channel)
+                    except Exception:  # one session that cannot close must not stop the reaping of the rest
+                        log.exception("session %s could not be closed", sid)
+
+    # -- HTTP: the browser page, and the checks before a WebSocket opens ---------------------
+    def _host_ok(self, request: Request) -> bool:
+        """Without a token, only names that reach this machine's loopback (or configured ones) may be
+        in Host: a DNS-rebound name (evil.example pointing at 127.0.0.1) is refused."""
+        if self.cfg.token:
+            return True  # the token is the check
+        host = request.headers.get("Host")
+        if host is None:
+            return False
+        name = _host_name(host)
+        return _is_loopback(name) or name in self._allowed_hosts
+
+    def _own_origins(self, connection: ServerConnection) -> set[str]:
+        """The Origins of pages this server itself serves: from the bound address, the address the
+        client reached, loopback names and `allowed_hosts`; never from the request's Host header."""
+        hosts = {"localhost", "127.0.0.1", "::1", self.cfg.host, *self._allowed_hosts}
+        local = connection.local_address
+        if local:
+            hosts.add(str(local[0]))
+            with contextlib.suppress(ValueError):
+                mapped = ipaddress.ip_address(str(local[0]))
+                if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+                    hosts.add(str(mapped.ipv4_mapped))
+        origins = set()
+        for host in hosts - {"", "0.0.0.0", "::"}:
+            shown = f"[{host}]" if ":" in host else host
+            for scheme, default_port in (("http", 80), ("https", 443)):
+                origins.add(f"{scheme}://{shown}:{self.port}")
+                if self.port == default_port:
+                    origins.add(f"{scheme}://{shown}")
+        return origins
+
+    def _origin_ok(self, request: Request, connection: ServerConnection) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: the Host check (no token) or the token is the check
+        origin = origin.strip().lower().rstrip("/")
+        return origin in self._allowed_origins or origin in self._own_origins(connection)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self._host_ok(request):
+            return connection.respond(
+                http.HTTPStatus.FORBIDDEN,
+                "this Host is not allowed: use localhost or a loopback address, or add it to "
+                "server.allowed_hosts\n",
+            )
+        path = request.path.split("?", 1)[0]
+        if _is_ws(request):
+            if path != WS_PATH:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, f"the WebSocket is at {WS_PATH}\n")
+            if not self._origin_ok(request, connection):
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "this Origin may not connect\n")
+            return None  # sessions are admitted at the hello, where a resume is known
+        return self._static(path)
+
+    def _static(self, path: str) -> Response:
+        name = "index.html" if path in ("/", "") else path.lstrip("/")
+        file = (self.web_root / name).resolve()
+        if self.web_root.resolve() not in file.parents or not file.is_file():
+            return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"not found\n")
+        body = file.read_bytes()
+        ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        headers = Headers(
+            [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")]
+        )
+        return Response(200, "OK", headers, body)
+
+    # -- WebSocket ----------------------------------------------------------------------------
+    async def _hello(self, ws: ServerConnection) -> ClientMessage:
+        raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
+        if isinstance(raw, bytes):
+            raise ProtocolError(
+                "the first message must be a hello (a JSON text frame)", code="protocol.order"
+            )
+        msg = decode_client_message(raw)
+        if msg.type != "hello":
+            raise ProtocolError(
+                f"the first message must be a hello, not {msg.type}", code="protocol.order", ref=msg.id
+            )
+        if msg.get("protocol") != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {msg.get('protocol')} is not supported; this server speaks {PROTOCOL_VERSION}",
+                code="protocol.version",
+                ref=msg.id,
+            )
+        token = self.cfg.token
+        given = str(msg.get("token") or "")
+        if token and not hmac.compare_digest(given.encode(), token.encode()):
+            raise ProtocolError("a valid token is required (hello.token)", code="auth.token", ref=msg.id)
+        return msg
+
+    def _connected(self, peer: str | None = None, *, besides: Channel | None = None) -> int:
+        """Sessions with a connection or being opened: of client `peer`, or of all (None)."""
+        attached = sum(
+            1
+            for c in self.channels.values()
+            if c.attached and c is not besides and (peer is None or c.peer == peer)
+        )
+        return attached + (self._opening[peer] if peer is not None else sum(self._opening.values()))
+
+    def _check_client(self, peer: str, ref: str | None, besides: Channel | None = None) -> None:
+        mine = self._connected(peer, besides=besides)
+        if mine >= self.cfg.max_sessions_per_client:
+            raise ProtocolError(
+                f"this client already has {mine} sessions open (server.max_sessions_per_client)",
+                code="limit.sessions",
+                ref=ref,
+            )
+
+    async def _admit(
+        self, msg: ClientMessage, peer: str, outbox: Outbox
+    ) -> tuple[Channel, bool, list[str | bytes], int]:
+        """The session for this hello, attached to `outbox`: (channel, resumed, what it missed, lost).
+
+        Every check and the reservation it grants happen before the first await."""
+        resume = msg.get("resume")
+        if resume is not None:
+            sid, last = resume["session"], resume["last_seq"]
+            channel = self.channels.get(sid)
+            if channel is None:
+                raise ProtocolError(
+                    f"session {sid} is not open any more; start a new one (hello without resume)",
+                    code="session.gone",
+                    ref=msg.id,
+                )
+            if last > channel.seq:
+                raise ProtocolError(
+                    f"hello.resume.last_seq {last} is beyond the newest message of session {sid} "
+                    f"(seq {channel.seq}); send the seq of the last message you received",
+                    code="protocol.field",
+                    ref=msg.id,
+                )
+            self._check_client(peer, msg.id, besides=channel)
+            missed, lost = channel.attach(outbox, peer, last)
+            return channel, True, missed, lost
+        mode = msg.get("mode")
+        if mode not in (None, "voice", "std"):
+            raise ProtocolError(
+                f"hello.mode must be voice or std, got {mode!r}", code="protocol.field", ref=msg.id
+            )
+        self._check_client(peer, msg.id)
+        if self._connected() >= self.cfg.max_sessions:
+            raise ProtocolError(
+                f"the server has {self.cfg.max_sessions} sessions with clients connected "
+                "(server.max_sessions); try later",
+                code="limit.server",
+                ref=msg.id,
+            )
+        evicted = None
+        if len(self.channels) + sum(self._opening.values()) >= self.cfg.max_sessions:
+            # fewer than max_sessions are connected, so a detached session holds the room: the oldest goes
+            evicted = min(
+                (c for c in self.channels.values() if not c.attached),
+                key=lambda c: c.detached_at if c.detached_at is not None else math.inf,
+            )
+            del self.channels[evicted.session.id]
+        self._opening[peer] += 1
+        try:
+            if evicted is not None:
+                log.info("closing detached session %s to make room for a new one", evicted.session.id)
+                await self._close_channel(evicted)
+            session = await self.hub.open(mode=mode, reply_options=self.reply_options)
+            channel = Channel(session, self.cfg.replay_events)
+            channel.attach(outbox, peer, None)
+            self.channels[session.id] = channel
+        finally:
+            self._opening[peer] -= 1
+            if self._opening[peer] <= 0:
+                del self._opening[peer]
+        return channel, False, [], 0
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peer = str(ws.remote_address[0]) if ws.remote_address else "?"
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            # a small kernel buffer makes a client that stopped reading show up in our bounded
+            # queue within SEND_BUFFER bytes, instead of hiding behind megabytes of socket buffer
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        outbox = Outbox(self.cfg.send_queue)
+        try:
+            hello = await self._hello(ws)
+            channel, resumed, missed, lost = await self._admit(hello, peer, outbox)
+        except (ProtocolError, TimeoutError) as exc:
+            code = exc.code if isinstance(exc, ProtocolError) else "protocol.timeout"
+            text = str(exc) or f"no hello within {HELLO_TIMEOUT_S:g} s"
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(
+                    encode_json({"type": "error", "seq": 0, "code": code, "message": text, "fatal": True})
+                )
+                await ws.close(4001 if code == "auth.token" else 4002, _close_reason(text))
+            return
+        except ConnectionClosed:
+            return
+        # from here to the writer's start nothing awaits: the welcome, then what was missed, then
+        # (numbered after them) the gap and every new message, in the order of their seq
+        caps = [
+            {
+                "name": c.name,
+                "description": c.description,
+                "inputs": list(c.inputs),
+                "outputs": list(c.outputs),
+            }
+            for c in self.hub.res.capabilities()
+        ]
+        limits = {
+            "max_message_bytes": self.cfg.max_message_bytes,
+            "max_text_chars": MAX_TEXT_CHARS,
+            "replay_events": self.cfg.replay_events,
+            "send_queue": self.cfg.send_queue,
+            "audio_speed": AUDIO_BURST,
+            "audio_burst_s": AUDIO_BURST_S,
+        }
+        welcome = welcome_message(
+            seq=channel.seq, session=channel.session.id, resumed=resumed, server=f"mio-agent {__version__}",
+            capabilities=caps, limits=limits, missed=lost,
+        )  # fmt: skip
+        outbox.preload([encode_json(welcome), *missed])
+        if lost:
+            first = hello.get("resume")["last_seq"] + 1
+            channel.send_error(
+                "replay.gap",
+                f"{lost} message(s), seq {first} to {first + lost - 1}, were older than the replay buffer "
+                f"(server.replay_events: {self.cfg.replay_events}) and are lost",
+                extra={"lost": lost, "lost_from": first, "lost_to": first + lost - 1},
+            )
+        conn = _Connection(ws, channel, outbox)
+        writer = asyncio.create_task(self._write(ws, outbox), name=f"ws-writer-{channel.session.id}")
+        try:
+            async for raw in ws:
+                try:
+                    if isinstance(raw, bytes):
+                        conn.binary(raw)
+                    else:
+                        conn.text(decode_client_message(raw))
+                except ProtocolError as exc:
+                    channel.send_error(exc.code, str(exc), ref=exc.ref)
+                except MioAgentError as exc:
+                    channel.send_error("input.invalid", str(exc))
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.close()
+            channel.detach(outbox)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write(self, ws: ServerConnection, outbox: Outbox) -> None:
+        """Send what the outbox holds, in order; close the connection when the outbox stops."""
+        try:
+            while (data := await outbox.get()) is not None:
+                await ws.send(data)
+            await ws.close(outbox.close_code or 1000, outbox.close_reason)
+        except ConnectionClosed:
+            return
+        except Exception:  # must not leave a connection that reads but never writes
+            log.exception("connection %s: cannot send", ws.remote_address)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(1011, "internal error")
