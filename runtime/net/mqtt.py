@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections import deque
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["BACKOFF_MAX_S", "MqttBridge"]
 
 log = logging.getLogger(__name__)
+
+SEND_WINDOW = 32
+"""QoS 1 messages in flight at once (MQTT's usual receive maximum is far larger)."""
 
 BACKOFF_MAX_S = 10.0
 """Longest wait between two reconnection attempts (it doubles from 0.5 s)."""
@@ -74,6 +78,7 @@ class MqttBridge:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._reply: dict[tuple[str, int], list[str]] = {}
+        self._loss_reported_at = float("-inf")
         if hub is not None:
             hub.on_open.append(self.watch)
             for session in hub.sessions:
@@ -228,13 +233,15 @@ class MqttBridge:
     def _report_loss(self) -> None:
         lost, self.lost = self.lost, 0
         log.warning(
-            "mqtt: %d message(s) were dropped while the broker was away (queue of %d)", lost, self.cfg.queue
+            "mqtt: %d message(s) were dropped: the queue of %d was full (broker away or too slow)",
+            lost,
+            self.cfg.queue,
         )
         for sid in list(self._sessions) or ["-"]:
             report = {
                 "code": "mqtt.lost",
                 "lost": lost,
-                "message": f"{lost} message(s) dropped while offline",
+                "message": f"{lost} message(s) dropped: the bridge's queue was full",
             }
             self._put(f"{sid}/error", json.dumps(report))
 
@@ -244,11 +251,26 @@ class MqttBridge:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            msg = self.outbox[0]
-            await client.publish(msg.topic, msg.payload, qos=1, retain=msg.retain)
-            # only now is it the broker's: a failure above leaves it queued for the next connection
-            if self.outbox and self.outbox[0] is msg:
-                self.outbox.popleft()
+            # a window of messages in flight at once (sent in order, acknowledged in any order):
+            # waiting for each acknowledgement alone made a busy machine's queue overflow
+            window = list(itertools.islice(self.outbox, SEND_WINDOW))
+            results = await asyncio.gather(
+                *(client.publish(m.topic, m.payload, qos=1, retain=m.retain) for m in window),
+                return_exceptions=True,
+            )
+            for msg, result in zip(window, results, strict=True):
+                if isinstance(result, BaseException):
+                    # the rest stays queued for the next connection, in order
+                    raise result
+                # only now is it the broker's (the queue may have dropped it meanwhile: then it is gone)
+                if self.outbox and self.outbox[0] is msg:
+                    self.outbox.popleft()
+            now = asyncio.get_running_loop().time()
+            if self.lost and now - self._loss_reported_at >= 1.0:
+                # drops with the broker up are said at once (at most once a second), not only after
+                # the next outage
+                self._loss_reported_at = now
+                self._report_loss()
 
     async def _read(self, client: Any) -> None:
         async for message in client.messages:
