@@ -20,7 +20,6 @@ from mio_agent.runtime.voice.playback import PlaybackControl
 from mio_agent.runtime.voice.plugin_endpoints import PluginEndpoints
 from mio_agent.runtime.voice.session import Session
 from mio_agent.session_log import SessionLog, read_events
-from mio_agent.store import SessionStore
 
 if TYPE_CHECKING:
     from mio_agent.runtime.voice.resources import Resources
@@ -113,10 +112,6 @@ class SessionHub:
     def __init__(self, res: Resources, *, log_root: str | Path | None = None) -> None:
         self.res = res
         self.log_root = Path(log_root) if log_root is not None else None
-        # one store for every session of the hub: its single writer thread commits their batches in
-        # turn, where a store per session made them fight over the one SQLite file ("database is
-        # locked" under load)
-        self._store: SessionStore | None = None
         self._sessions: dict[str, Session] = {}
         self._logs: dict[str, _LogWriter] = {}
         self._endpoints: dict[str, PluginEndpoints] = {}
@@ -144,13 +139,8 @@ class SessionHub:
         session_log: SessionLog | None = None
         if self.log_root is not None:
             config = self.res.config.to_dict()
-            if self._store is None:
-                self._store = await asyncio.to_thread(SessionStore.open, self.log_root)
-            store = self._store
             if session_id is not None and (self.log_root / session_id).is_dir():
-                session_log = await asyncio.to_thread(
-                    SessionLog.resume, self.log_root, session_id, store=store
-                )
+                session_log = await asyncio.to_thread(SessionLog.resume, self.log_root, session_id)
             else:
                 session_log = await asyncio.to_thread(
                     functools.partial(
@@ -158,7 +148,6 @@ class SessionHub:
                         self.log_root,
                         mode=mode or self.res.config.engine.mode,
                         config=config,
-                        store=store,
                     )
                 )
             session_id = session_log.session_id
@@ -199,12 +188,9 @@ class SessionHub:
             session.bus.close("the session closed")
 
     async def aclose(self, status: str = "closed") -> None:
-        """Close every session (one that fails to close does not keep the others open), then the store."""
+        """Close every session; one that fails to close does not keep the others open."""
         for session_id in list(self._sessions):
             try:
                 await self.close_session(session_id, status)
             except Exception:
                 log.exception("session %s could not be closed cleanly", session_id)
-        if self._store is not None:
-            store, self._store = self._store, None
-            await asyncio.to_thread(store.close)

@@ -286,18 +286,14 @@ async def test_exchanges_are_stored_off_the_event_loop(
     assert threads and all(name.startswith("log-") for name in threads), threads
 
 
-async def test_the_sessions_of_a_hub_share_one_store_and_a_failing_log_closes_nothing_else(
+async def test_a_session_whose_log_cannot_close_does_not_keep_the_others_open(
     res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One writer for the one SQLite file (a store per session made them fight over its lock), and
-    a session whose log cannot close (a full disk) does not keep the others, or the store, open."""
+    """A session whose log cannot close (a full disk) is still closed, and so are the others."""
     from mio_agent.session_log import SessionLog
-    from mio_agent.store import SessionStore
 
     hub = SessionHub(res, log_root=tmp_path / "sessions")
     first, second = await hub.open(), await hub.open()
-    stores = {id(hub._logs[s.id].log.store) for s in (first, second)}  # type: ignore[attr-defined]
-    assert len(stores) == 1 and isinstance(hub._store, SessionStore)  # type: ignore[attr-defined]
     original = SessionLog.close
 
     def close(self: SessionLog, status: str = "closed") -> None:
@@ -308,9 +304,3 @@ async def test_the_sessions_of_a_hub_share_one_store_and_a_failing_log_closes_no
     monkeypatch.setattr(SessionLog, "close", close)
     await hub.aclose()
     assert first.state == "closed" and second.state == "closed" and hub.sessions == ()
-    assert hub._store is None  # type: ignore[attr-defined]
-    again = SessionStore.open(tmp_path / "sessions")
-    try:
-        assert second.id in {s.id for s in again.list_sessions()}
-    finally:
-        again.close()
