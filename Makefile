@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Each sets up what it needs first.
-.PHONY: setup setup-test run chat test lint bench
+.PHONY: setup setup-test run chat test lint bench mutants
 
 setup:
 	@bash scripts/setup.sh
@@ -24,3 +24,6 @@ bench: setup-test
 	.venv/bin/mio-agent bench codecs
 	.venv/bin/mio-agent bench voice
 
+# mutation testing of the core modules (slow; not part of `make test`): docs/testing.md
+mutants: setup-test
+	bash scripts/mutants.sh

@@ -247,19 +247,20 @@ class ConversationEngine:
         """Drop whole oldest turns until prompt and reply fit; returns (max_new_tokens, turns dropped)."""
         closing = 1 + len(self._sep)
         dropped = 0
+        freed = 0
 
         def need() -> int:
-            return len(self._ids) + len(self._gen_prompt) + max_new + closing
+            # `_ids` is rebuilt once after the loop: count what the dropped turns free meanwhile
+            return len(self._ids) - freed + len(self._gen_prompt) + max_new + closing
 
         # the newest turn (the one being answered) and the system prompt are never dropped
         while need() > self.max_context and len(self._segments) > 2:
-            victim = self._segments.pop(1)
+            freed += self._segments.pop(1).length
             dropped += 1
             # a conversation must not restart with an orphan assistant reply
             if len(self._segments) > 2 and self._segments[1].role == "assistant":
-                self._segments.pop(1)
+                freed += self._segments.pop(1).length
                 dropped += 1
-            del victim
         if dropped:
             new_ids: list[int] = []
             for seg in self._segments:

@@ -396,3 +396,208 @@ def test_hugging_face_beam_search_with_the_adapter(vocab: MioVocab, byte_tokeniz
             assert not [e for e in events if isinstance(e, Malformed | Truncated)]
             if mode == "voice":
                 assert len([e for e in events if isinstance(e, SpeechBlock)]) == 1
+
+
+# -- exact messages and boundaries --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"mode": "voice", "allow_speech": False},
+            'a "voice" reply is one speech block: allow speech, or use mode "std"',
+        ),
+        (
+            {"allow_text": False, "allow_speech": False, "allow_image": False},
+            "text, speech and images are all disallowed: the reply could hold nothing",
+        ),
+        ({"stop_ids": []}, "at least one stop id is needed (e.g. <|im_end|>)"),
+        (
+            {"stop_ids": [-1]},
+            "stop id -1 is not usable as a stop token (text); use <|im_end|> or <|endoftext|>",
+        ),
+    ],
+)
+def test_bad_option_messages_are_exact(vocab: MioVocab, kwargs: dict[str, object], message: str) -> None:
+    options: dict[str, object] = {"mode": "std", "max_new_tokens": 10, **kwargs}
+    with pytest.raises(ConfigError) as info:
+        MioConstraint(vocab, **options)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_ids_past_the_vocabulary_are_neither_stops_nor_tokens(vocab: MioVocab) -> None:
+    n = vocab.vocab_size
+    with pytest.raises(ConfigError, match=rf"^stop id {n} is not usable as a stop token \(text\)"):
+        MioConstraint(vocab, mode="std", max_new_tokens=10, stop_ids=[n])
+    c = MioConstraint(vocab, mode="std", max_new_tokens=10)
+    assert c.is_allowed(n - 1) is False  # the last id is a speech code, outside a block
+    assert not c.is_allowed(n) and not c.is_allowed(-1)
+    with pytest.raises(ValueError, match=rf"^token id {n} is not allowed"):
+        c.advance(n)
+
+
+def test_refusals_describe_the_state_exactly(vocab: MioVocab) -> None:
+    bos = vocab.bos
+    c = MioConstraint(vocab, mode="std", max_new_tokens=50)
+    c.advance(byte_ids("a")[0])
+    with pytest.raises(ValueError) as info:
+        c.advance(bos)
+    assert str(info.value) == f"token id {bos} is not allowed in state outside blocks, 1 of 50 tokens used"
+    c.advance(vocab.spch_start)
+    c.advance(vocab.speech_id(0, 1))
+    c.advance(vocab.speech_id(0, 2))
+    c.advance(vocab.speech_id(1, 3))
+    with pytest.raises(ValueError) as info:
+        c.advance(bos)
+    assert str(info.value) == (
+        f"token id {bos} is not allowed in state speech block, layer 1, 2 content codes, 1 in this layer"
+    )
+    c = MioConstraint(vocab, mode="std", max_new_tokens=50)
+    c.advance(vocab.image_start)
+    c.advance(vocab.image_id(9))
+    with pytest.raises(ValueError) as info:
+        c.advance(bos)
+    assert str(info.value) == f"token id {bos} is not allowed in state image block, 1 codes"
+    c = MioConstraint(vocab, mode="std", max_new_tokens=1)
+    c.advance(vocab.im_end)
+    with pytest.raises(ValueError) as info:
+        c.advance(vocab.im_end)
+    assert str(info.value) == f"token id {vocab.im_end} is not allowed after the end of the reply"
+
+
+def test_without_text_a_stop_needs_a_block_first(vocab: MioVocab) -> None:
+    c = MioConstraint(vocab, mode="std", max_new_tokens=100, allow_text=False)
+    assert not c.is_allowed(vocab.im_end)
+    assert not c.is_allowed(byte_ids("a")[0])
+    for tid in vocab.image_block_ids(range(32)):
+        c.advance(tid)
+    assert c.is_allowed(vocab.im_end) and c.is_allowed(vocab.eos)
+    for tid in vocab.speech_block_ids([1], [[1], [1], [1]]):
+        c.advance(tid)
+    assert c.is_allowed(vocab.im_end)
+    assert not c.is_allowed(byte_ids("a")[0])
+
+
+# -- content-only speech (timbre=False) ---------------------------------------------------------
+@pytest.mark.parametrize(("lo", "fits"), [(1, 4), (2, 5), (3, 6)])
+def test_content_only_block_opens_when_its_content_end_and_stop_fit(
+    vocab: MioVocab, lo: int, fits: int
+) -> None:
+    def first(budget: int) -> list[int]:
+        c = MioConstraint(
+            vocab,
+            mode="voice",
+            max_new_tokens=budget,
+            timbre=False,
+            min_speech_codes=lo,
+            stop_ids=[vocab.im_end],
+        )
+        return c.allowed_ids()
+
+    assert first(fits) == [vocab.spch_start]
+    assert first(fits - 1) == [vocab.im_end]
+
+
+@pytest.mark.parametrize("budget", [4, 6, 9, 30])
+def test_content_only_block_grows_while_its_end_and_stop_fit(vocab: MioVocab, budget: int) -> None:
+    c = MioConstraint(vocab, mode="voice", max_new_tokens=budget, timbre=False)
+    c.advance(vocab.spch_start)
+    n = 0
+    while c.is_allowed(vocab.speech_id(0, 0)):
+        c.advance(vocab.speech_id(0, 0))
+        n += 1
+    assert n == budget - 3
+    mask = c.allowed_mask()
+    # the model ends the content by choosing a timbre code (or </spch> itself)
+    assert mask.sum().item() == 1024 + 1
+    assert mask[vocab.speech_id(1, 0)] and mask[vocab.speech_id(1, 1023)] and mask[vocab.spch_end]
+    assert not mask[vocab.speech_id(2, 0)]
+    c.advance(c.substitute(vocab.speech_id(1, 7)))
+    assert c.allowed_ids() == sorted([vocab.im_end, vocab.eos])
+
+
+def test_timbre_code_after_content_becomes_the_end_of_a_content_only_block(vocab: MioVocab) -> None:
+    c = MioConstraint(vocab, mode="std", max_new_tokens=100, timbre=False)
+    text, image_code = byte_ids("a")[0], vocab.image_id(5000)
+    # outside a block nothing is substituted
+    assert c.substitute(vocab.speech_id(1, 0)) == vocab.speech_id(1, 0)
+    assert c.substitute(text) == text
+    c.advance(vocab.spch_start)
+    c.advance(vocab.speech_id(0, 4))
+    assert c.is_allowed(vocab.speech_id(0, 5))
+    for layer, code in ((1, 0), (1, 1023), (2, 0), (3, 1023)):
+        assert c.substitute(vocab.speech_id(layer, code)) == vocab.spch_end
+    for tid in (vocab.speech_id(0, 0), vocab.speech_id(0, 1023), text, image_code, vocab.spch_end):
+        assert c.substitute(tid) == tid
+    # a timbre code taken as is (not substituted) starts the timbre layers: no substitution there
+    d = c.clone()
+    d.advance(vocab.speech_id(1, 3))
+    assert d.substitute(vocab.speech_id(1, 0)) == vocab.speech_id(1, 0)
+    assert d.substitute(vocab.speech_id(2, 0)) == vocab.speech_id(2, 0)
+    c.advance(c.substitute(vocab.speech_id(2, 9)))
+    assert c.substitute(vocab.speech_id(1, 0)) == vocab.speech_id(1, 0)
+    # with timbre (the default) nothing is ever substituted
+    full = in_speech(vocab, 100, 1)
+    assert full.substitute(vocab.speech_id(1, 0)) == vocab.speech_id(1, 0)
+
+
+# -- the Hugging Face adapter takes every option ----------------------------------------------
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "std"},
+        {"mode": "std", "allow_text": False},
+        {"mode": "std", "allow_image": False},
+        {"mode": "std", "allow_speech": False},
+        {"mode": "std", "stop_ids": [7]},
+        {"mode": "voice", "min_speech_codes": 3},
+        {"mode": "voice", "max_speech_codes": 2},
+    ],
+)
+def test_prefix_fn_follows_every_option(vocab: MioVocab, options: dict[str, object]) -> None:
+    prompt = [1, 6, 9]
+    fn = prefix_allowed_tokens_fn(vocab, prompt_length=len(prompt), max_new_tokens=60, **options)  # type: ignore[arg-type]
+    ref = MioConstraint(vocab, max_new_tokens=60, **options)  # type: ignore[arg-type]
+    seq = list(prompt)
+    steps = [vocab.spch_start, vocab.speech_id(0, 1), vocab.speech_id(0, 2), vocab.speech_id(0, 3)]
+    for tid in [None, *steps]:
+        if tid is not None:
+            if not ref.is_allowed(tid):
+                break
+            ref.advance(tid)
+            seq.append(tid)
+        assert fn(0, torch.tensor(seq)) == ref.allowed_ids()
+
+
+def test_prefix_fn_extends_a_refused_beam_with_stops_only(vocab: MioVocab) -> None:
+    prompt = [1, 6, 9]
+    fn = prefix_allowed_tokens_fn(vocab, prompt_length=len(prompt), mode="std", max_new_tokens=20)
+    stops = sorted([vocab.im_end, vocab.eos])
+    assert fn(0, torch.tensor([*prompt, vocab.bos])) == stops
+    # the next step of that beam grows from the refused one: still only stops
+    assert fn(0, torch.tensor([*prompt, vocab.bos, byte_ids("a")[0]])) == stops
+    assert fn(0, torch.tensor([*prompt, vocab.bos, byte_ids("a")[0], byte_ids("b")[0]])) == stops
+
+
+def test_a_vocabulary_of_another_size_gets_masks_of_its_own(byte_tokenizer: ByteTokenizer) -> None:
+    """A model whose embedding rows outnumber the tokenizer's ids (padded) masks logits of its size."""
+    from mio_agent.vocab import MioVocab
+
+    size = len(byte_tokenizer) + 64
+    padded = MioVocab.from_tokenizer(byte_tokenizer, vocab_size=size)
+    a = MioConstraint(padded, mode="voice", max_new_tokens=10)
+    b = MioConstraint(padded, mode="voice", max_new_tokens=20)
+    assert a.allowed_ids() is b.allowed_ids()
+    assert a.allowed_ids() == [padded.spch_start]
+    assert a.allowed_mask().shape == (size,)
+    out = a.apply(torch.zeros(size))
+    assert torch.isfinite(out).nonzero().flatten().tolist() == [padded.spch_start]
+
+
+def test_apply_masks_logits_on_their_own_device(vocab: MioVocab) -> None:
+    """The mask moves to the logits' device (a GPU in the engine); torch's "meta" device stands in
+    for one here: it refuses a mask left on the CPU just as CUDA does."""
+    c = MioConstraint(vocab, mode="voice", max_new_tokens=50)
+    out = c.apply(torch.zeros(vocab.vocab_size, device="meta"))
+    assert out.device.type == "meta" and out.shape == (vocab.vocab_size,)
+    # the CPU mask is still there for CPU logits
+    assert torch.isfinite(c.apply(torch.zeros(vocab.vocab_size))).sum().item() == 1

@@ -237,3 +237,215 @@ async def test_cancel_racing_the_end_of_a_reply_commits_it_once(lm: LoadedModel)
         assert [t.role for t in engine.turns] == ["user", "assistant"]
     finally:
         engine.close()
+
+
+def assistant(text: str) -> Turn:
+    return Turn("assistant", (TextPart(text),))
+
+
+def _overflowing_engine(
+    lm: LoadedModel, turns: list[Turn], answered: Turn | None, over: int
+) -> ConversationEngine:
+    """An engine holding `turns` whose next reply (to `answered`, GREEDY) needs `over` positions more
+    than its context has."""
+    from mio_agent.template import TURN_SEPARATOR, system_segment, turn_segment
+
+    tok = lm.tokenizer
+    every = [*turns, answered] if answered is not None else turns
+    need = (
+        len(encode_text(tok, system_segment("std")))
+        + sum(len(encode_text(tok, turn_segment(t))) for t in every)
+        + len(encode_text(tok, GENERATION_PROMPT))
+        + GREEDY.max_new_tokens  # type: ignore[operator]
+        + 1
+        + len(encode_text(tok, TURN_SEPARATOR))
+    )
+    engine = ConversationEngine(lm, mode="std", max_context=need - over, seed=2)
+    for t in turns:
+        engine.add_turn(t)
+    return engine
+
+
+def _ids_of(lm: LoadedModel, turns: list[Turn]) -> list[int]:
+    from mio_agent.template import system_segment, turn_segment
+
+    ids = encode_text(lm.tokenizer, system_segment("std"))
+    for t in turns:
+        ids += encode_text(lm.tokenizer, turn_segment(t))
+    return ids
+
+
+async def test_overflow_never_leaves_an_orphan_assistant_turn_first(lm: LoadedModel) -> None:
+    """Dropping the oldest user turn would leave its reply first: that reply goes too, and nothing more."""
+    gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
+    u1, a1, u2, a2, u3 = (
+        user("one"),
+        assistant("first answer"),
+        user("two"),
+        assistant("second"),
+        user("three"),
+    )
+    engine = _overflowing_engine(lm, [u1, a1, u2, a2], u3, over=1)
+    try:
+        # one position short: dropping u1 alone would fit, but a1 must not open the conversation
+        result = await engine.reply(u3, GREEDY).wait()
+        assert result.dropped_turns == 2
+        assert engine.turns[:3] == (u2, a2, u3)
+        assert [t.role for t in engine.turns] == ["user", "assistant", "user", "assistant"]
+        expected = _ids_of(lm, [u2, a2, u3])
+        assert list(engine.ids[: len(expected)]) == expected
+        assert result.prompt_tokens == len(expected) + len(gen)
+        engine.add_turn(user("four"))
+        torch.testing.assert_close(
+            await engine.peek_logits(), scratch_logits(lm, list(engine.ids) + gen), atol=1e-4, rtol=1e-4
+        )
+    finally:
+        engine.close()
+
+
+async def test_overflow_drops_just_enough_when_a_user_turn_follows(lm: LoadedModel) -> None:
+    u1, u2, a2, u3 = user("one"), user("two"), assistant("second"), user("three")
+    engine = _overflowing_engine(lm, [u1, u2, a2], u3, over=1)
+    try:
+        result = await engine.reply(u3, GREEDY).wait()
+        assert result.dropped_turns == 1
+        assert engine.turns[:3] == (u2, a2, u3)
+        expected = _ids_of(lm, [u2, a2, u3])
+        assert list(engine.ids[: len(expected)]) == expected
+    finally:
+        engine.close()
+
+
+async def test_a_conversation_that_fits_exactly_drops_nothing(lm: LoadedModel) -> None:
+    u1, a1, u2 = user("one"), assistant("first answer"), user("two")
+    engine = _overflowing_engine(lm, [u1, a1], u2, over=0)
+    try:
+        result = await engine.reply(u2, GREEDY).wait()
+        assert result.dropped_turns == 0
+        assert engine.turns[:3] == (u1, a1, u2)
+    finally:
+        engine.close()
+
+
+async def test_overflow_drops_pairs_until_it_fits_and_keeps_the_answered_assistant_turn(
+    lm: LoadedModel,
+) -> None:
+    """Several pairs go when one is not enough; the newest turn is never dropped, even an assistant's."""
+    turns = [user("one"), assistant("first answer"), user("two"), assistant("second answer")]
+    tok = lm.tokenizer
+    from mio_agent.template import turn_segment
+
+    pair = sum(len(encode_text(tok, turn_segment(t))) for t in turns[:2])
+    u3 = user("three")
+    # exactly what the oldest pair frees: that pair goes, the next one stays
+    engine = _overflowing_engine(lm, turns, u3, over=pair)
+    try:
+        result = await engine.reply(u3, GREEDY).wait()
+        assert result.dropped_turns == 2
+        assert engine.turns[:3] == (turns[2], turns[3], u3)
+    finally:
+        engine.close()
+    engine = _overflowing_engine(lm, turns, u3, over=pair + 1)
+    try:
+        result = await engine.reply(u3, GREEDY).wait()
+        assert result.dropped_turns == 4
+        assert engine.turns[0] == u3
+    finally:
+        engine.close()
+    # three pairs, one position more than the oldest frees: two pairs go (what both free counts)
+    three = [*turns[:3], assistant("2nd"), user("2b"), assistant("third")]
+    u4 = user("four")
+    engine = _overflowing_engine(lm, three, u4, over=pair + 1)
+    try:
+        result = await engine.reply(u4, GREEDY).wait()
+        assert result.dropped_turns == 4
+        assert engine.turns[:3] == (three[4], three[5], u4)
+    finally:
+        engine.close()
+    # answering (continuing) an injected assistant turn: only the user turn before it can go
+    u1, a1 = user("one"), assistant("first answer")
+    engine = _overflowing_engine(lm, [u1, a1], None, over=1)
+    try:
+        result = await engine.reply(None, GREEDY).wait()
+        assert result.dropped_turns == 1
+        assert engine.turns[0] == a1
+        assert len(engine.turns) == 2
+    finally:
+        engine.close()
+
+
+async def test_repeated_overflow_keeps_exactly_the_ids_of_the_turns_left(lm: LoadedModel) -> None:
+    """Each overflow rebuilds the id list from the segments kept; across several, the history stays
+    exactly the system prompt and the ids of the turns left, in order."""
+    from mio_agent.template import TURN_SEPARATOR, system_segment, turn_segment
+
+    tok, v = lm.tokenizer, lm.vocab
+    gen, sep = encode_text(tok, GENERATION_PROMPT), encode_text(tok, TURN_SEPARATOR)
+    engine = ConversationEngine(lm, mode="std", max_context=260, seed=6)
+    kept: list[tuple[Turn, list[int]]] = []
+    overflows = 0
+    try:
+        for k in range(7):
+            turn = user(f"{k} " + "z" * 30)
+            result = await engine.reply(turn, GREEDY).wait()
+            kept.append((turn, encode_text(tok, turn_segment(turn))))
+            del kept[: result.dropped_turns]
+            overflows += result.dropped_turns > 0
+            reply_ids = gen + list(result.kept_ids) + [v.im_end] + sep
+            kept.append((Turn("assistant", result.parts), reply_ids))
+            expected = encode_text(tok, system_segment("std")) + [i for _, ids in kept for i in ids]
+            assert list(engine.ids) == expected
+            assert engine.turns == tuple(t for t, _ in kept)
+        assert overflows >= 2
+    finally:
+        engine.close()
+
+
+async def test_overflow_error_names_the_sizes_exactly(lm: LoadedModel) -> None:
+    """The reply needs 16 positions (or its whole budget, if smaller) after prompt, generation
+    prompt, `<|im_end|>` and separator; one fewer is refused with the exact sizes."""
+    from mio_agent.template import TURN_SEPARATOR, system_segment, turn_segment
+
+    tok = lm.tokenizer
+    turn = user("y" * 50)
+    prompt = (
+        len(encode_text(tok, system_segment("std")))
+        + len(encode_text(tok, turn_segment(turn)))
+        + len(encode_text(tok, GENERATION_PROMPT))
+    )
+    closing = 1 + len(encode_text(tok, TURN_SEPARATOR))
+    options = ReplyOptions(sampling=SamplingParams(do_sample=False), max_new_tokens=40)
+    engine = ConversationEngine(lm, mode="std", max_context=prompt + closing + 15)
+    try:
+        with pytest.raises(ContextOverflowError) as info:
+            engine.reply(turn, options)
+        assert str(info.value) == (
+            f"the prompt needs {prompt} of {prompt + closing + 15} positions, leaving 15 for the reply; "
+            "shorten the turn (e.g. less speech or fewer images)"
+        )
+    finally:
+        engine.close()
+    # a turn longer than the whole context: nothing at all is left
+    engine = ConversationEngine(lm, mode="std", max_context=prompt - 5)
+    try:
+        with pytest.raises(ContextOverflowError) as info:
+            engine.reply(turn, options)
+        assert str(info.value).startswith(
+            f"the prompt needs {prompt} of {prompt - 5} positions, leaving 0 for the reply;"
+        )
+    finally:
+        engine.close()
+    engine = ConversationEngine(lm, mode="std", max_context=prompt + closing + 16)
+    try:
+        result = await engine.reply(turn, options).wait()
+        assert result.prompt_tokens == prompt
+        assert result.decode_tokens <= 16
+    finally:
+        engine.close()
+    # a budget below 16 needs only itself
+    engine = ConversationEngine(lm, mode="std", max_context=prompt + closing + 12)
+    try:
+        result = await engine.reply(turn, GREEDY).wait()
+        assert result.decode_tokens <= 12
+    finally:
+        engine.close()

@@ -24,7 +24,7 @@ from mio_agent.parser import (
     Truncated,
 )
 from mio_agent.vocab import MioVocab, TokenKind
-from tests._vocab import ByteTokenizer, byte_ids
+from tests._vocab import BYTE_OFFSET, ByteTokenizer, byte_ids
 
 
 def parser(vocab: MioVocab, tok: ByteTokenizer) -> StreamParser:
@@ -373,3 +373,128 @@ def test_random_streams_never_raise_and_lose_nothing(
     text = text_of(events)
     assert len(text) == sum(vocab.kind(t)[0] is TokenKind.TEXT for t in ids) - text_in_reports
     assert accounted + len(text) == len(ids)
+
+
+# -- exact reasons ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("which", "reason"),
+    [
+        ("spch_end", "</spch> outside a speech block"),
+        ("image_end", "</image> outside an image block"),
+        ("speech_code", "speech code outside a speech block"),
+        ("image_code", "image code outside an image block"),
+        ("im_start", "im_start token is not allowed in a reply"),
+        ("bos", "bos token is not allowed in a reply"),
+        ("placeholder", "placeholder token is not allowed in a reply"),
+    ],
+)
+def test_stray_reasons_are_exact(
+    vocab: MioVocab, byte_tokenizer: ByteTokenizer, which: str, reason: str
+) -> None:
+    tid = {
+        "spch_end": vocab.spch_end,
+        "image_end": vocab.image_end,
+        "speech_code": vocab.speech_id(0, 5),
+        "image_code": vocab.image_id(5),
+        "im_start": vocab.im_start,
+        "bos": vocab.bos,
+        "placeholder": vocab.img_placeholder,
+    }[which]
+    assert run(vocab, byte_tokenizer, [tid]) == [Malformed(reason, (tid,)), Finished("length")]
+
+
+@pytest.mark.parametrize(
+    ("block", "intruder", "reason"),
+    [
+        ("speech", "text", "text token inside a speech block"),
+        ("speech", "image_code", "image code inside a speech block"),
+        ("speech", "image_end", "</image> inside a speech block"),
+        ("speech", "bos", "bos token inside a speech block"),
+        ("image", "text", "text token inside an image block"),
+        ("image", "speech_code", "speech code inside an image block"),
+        ("image", "spch_end", "</spch> inside an image block"),
+        ("image", "im_start", "im_start token inside an image block"),
+    ],
+)
+def test_foreign_reasons_are_exact(
+    vocab: MioVocab, byte_tokenizer: ByteTokenizer, block: str, intruder: str, reason: str
+) -> None:
+    tid = {
+        "text": byte_ids("a")[0],
+        "image_code": vocab.image_id(7),
+        "speech_code": vocab.speech_id(0, 7),
+        "image_end": vocab.image_end,
+        "spch_end": vocab.spch_end,
+        "im_start": vocab.im_start,
+        "bos": vocab.bos,
+    }[intruder]
+    if block == "speech":
+        ids = [vocab.spch_start, vocab.speech_id(0, 1), tid, vocab.spch_end]
+    else:
+        ids = [vocab.image_start, vocab.image_id(1), tid, vocab.image_end]
+    bad = [e for e in run(vocab, byte_tokenizer, ids) if isinstance(e, Malformed)]
+    assert bad == [Malformed(reason, tuple(ids))]
+
+
+@pytest.mark.parametrize(
+    ("layers", "reason"),
+    [
+        ([[1, 2], [1], [1, 2], [1, 2]], "speech part timbre1 starts after 1 timbre0 codes; expected 2"),
+        ([[], [1]], "speech part timbre0 starts after 0 content codes; expected at least 1"),
+        ([[1], [1], [], [1]], "speech part timbre2 after timbre0: parts out of order"),
+        ([[1], [1, 2]], "speech part timbre0 is longer than the 1 content codes"),
+        ([[1, 2], [1, 2], [1, 2]], "speech block ends after 3 of 4 parts"),
+        ([[1, 2], [1, 2], [1, 2], [1]], "speech parts differ in length: [2, 2, 2, 1]"),
+    ],
+)
+def test_speech_part_reasons_are_exact(
+    vocab: MioVocab, byte_tokenizer: ByteTokenizer, layers: list[list[int]], reason: str
+) -> None:
+    block = [vocab.spch_start, *speech_ids(vocab, layers), vocab.spch_end]
+    bad = [e for e in run(vocab, byte_tokenizer, block) if isinstance(e, Malformed)]
+    assert bad == [Malformed(reason, tuple(block))]
+
+
+def test_finish_records_its_reason_and_later_ids_are_reported(
+    vocab: MioVocab, byte_tokenizer: ByteTokenizer
+) -> None:
+    p = parser(vocab, byte_tokenizer)
+    assert p.finished is None
+    assert p.finish("cancelled") == [Finished("cancelled")]
+    assert p.finished == "cancelled"
+    assert p.finish("length") == []
+    tid = byte_ids("x")[0]
+    assert p.feed(tid) == [Malformed("id after the end of the reply (cancelled)", (tid,))]
+
+
+def test_a_run_of_invalid_bytes_is_released_after_eight_held_ids(
+    vocab: MioVocab, byte_tokenizer: ByteTokenizer
+) -> None:
+    p = parser(vocab, byte_tokenizer)
+    bad = BYTE_OFFSET + 0xFF  # the byte 0xFF is never part of UTF-8
+    assert [p.feed(bad) for _ in range(8)] == [[]] * 8
+    assert p.feed(bad) == [TextDelta("\ufffd" * 9)]
+
+
+# SentencePiece-like pieces over byte ids 8..11: a leading "▁" is a space, dropped at the start of a
+# decode; id 12 is a piece that decodes to nothing (e.g. a byte-fallback piece on its own)
+_PIECES = {8: "▁Hello", 9: "▁world", 10: "▁again", 11: "!", 12: ""}
+
+
+def _sp_decode(ids: Sequence[int]) -> str:
+    text = "".join(_PIECES[i] for i in ids).replace("▁", " ")
+    return text[1:] if text.startswith(" ") else text
+
+
+def test_an_id_that_decodes_to_nothing_keeps_the_context_of_the_next_word(vocab: MioVocab) -> None:
+    p = StreamParser(vocab, _sp_decode)
+    events = [e for tid in (8, 12, 10, 11) for e in p.feed(tid)]
+    assert text_of(events) == "Hello again!"
+
+
+def test_context_kept_across_a_block_after_an_id_that_decodes_to_nothing(vocab: MioVocab) -> None:
+    p = StreamParser(vocab, _sp_decode)
+    ids = [8, 9, 12, *vocab.speech_block_ids([1]), 10, 11, vocab.im_end]
+    events = [e for tid in ids for e in p.feed(tid)]
+    assert text_of(events) == "Hello world again!"
+    assert SpeechBlock((1,), None) in events

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mio_agent.conversation import Conversation, ImagePart, SpeechPart, TextPart, Turn, conversation_from_json
-from mio_agent.template import prompt_segments, render_prompt
+from mio_agent.template import (
+    GENERATION_PROMPT,
+    encode_text,
+    prompt_ids,
+    prompt_segments,
+    render_prompt,
+    system_prompt,
+    turn_segment,
+)
+from tests._vocab import ByteTokenizer, byte_ids
 
 VOICE = (
     "You are MIO, an AI assistant capable of understanding images, text, videos, and speech, and generating "
@@ -102,3 +113,47 @@ def test_empty_conversation_without_generation_prompt_ends_at_system_block() -> 
     assert render_prompt(Conversation("std"), generation_prompt=False) == (
         "<|startoftext|><|im_start|>system\n" + STD + "<|im_end|>"
     )
+
+
+def test_defaults_end_with_the_generation_prompt_and_every_turn_with_the_separator() -> None:
+    turn = Turn("user", (TextPart("q"),))
+    conv = Conversation("std", (turn,))
+    assert prompt_segments(conv)[-1] == GENERATION_PROMPT
+    assert prompt_segments(conv)[1] == "<|im_start|>user\nq<|im_end|>\n"
+    assert turn_segment(turn) == "<|im_start|>user\nq<|im_end|>\n"
+    assert turn_segment(turn, last=True) == "<|im_start|>user\nq<|im_end|>"
+
+
+def test_custom_mode_without_a_system_prompt_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^custom mode needs a system prompt$"):
+        system_prompt("custom")
+    assert system_prompt("custom", "Be brief.") == "Be brief."
+
+
+def test_prompt_ids_tokenize_the_whole_prompt_once_without_a_second_bos(
+    byte_tokenizer: ByteTokenizer,
+) -> None:
+    tok = byte_tokenizer
+    conv = Conversation("custom", (Turn("user", (TextPart("hé"), SpeechPart((7,)))),), system="S")
+    ids = prompt_ids(conv, tok)
+    # specials and codes map to their own ids; the one BOS is the prompt's own, none is added
+    assert ids == [
+        tok.convert_tokens_to_ids("<|startoftext|>"),
+        tok.convert_tokens_to_ids("<|im_start|>"),
+        *byte_ids("system\nS"),
+        tok.convert_tokens_to_ids("<|im_end|>"),
+        *byte_ids("\n"),
+        tok.convert_tokens_to_ids("<|im_start|>"),
+        *byte_ids("user\nhé"),
+        tok.convert_tokens_to_ids("<spch>"),
+        tok.convert_tokens_to_ids("<spch7>"),
+        tok.convert_tokens_to_ids("</spch>"),
+        tok.convert_tokens_to_ids("<|im_end|>"),
+        *byte_ids("\n"),
+        tok.convert_tokens_to_ids("<|im_start|>"),
+        *byte_ids("assistant\n"),
+    ]
+    assert prompt_ids(conv, tok, generation_prompt=False) == ids[: -1 - len("assistant\n") - 1]
+    # the engine encodes segment by segment: the same ids
+    assert [i for seg in prompt_segments(conv) for i in encode_text(tok, seg)] == ids
+    assert encode_text(tok, "") == []
