@@ -62,6 +62,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+BUSY_TIMEOUT_S = 120.0
+"""How long a connection waits for another's write lock before it gives up."""
+
 DB_NAME = "sessions.sqlite3"
 """The database's file name inside a store folder."""
 
@@ -187,7 +190,11 @@ class SessionStore:
     @staticmethod
     def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            # every session log holds its own connection to the one file: under load a writer may
+            # wait for the others' batches (10 s was seen to run out on 2 busy cores)
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the session store {path}: {exc}") from None
         try:
