@@ -12,20 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mio_agent.config import MqttConfig
-from mio_agent.events import (
-    AudioOut,
-    Event,
-    ImageOut,
-    Interrupt,
-    InvokeCapability,
-    Mute,
-    SessionState,
-    TextDelta,
-    TextIn,
-    TurnEnded,
-    event_to_dict,
-)
-from mio_agent.exceptions import MioAgentError, SubscriptionClosed
+from mio_agent.events import AudioOut, Event, ImageOut, SessionState, TextDelta, TurnEnded, event_to_dict
+from mio_agent.exceptions import SubscriptionClosed
+from mio_agent.protocol.inbound import Problem, ServerProtocol
 
 if TYPE_CHECKING:
     from mio_agent.runtime.voice.hub import SessionHub
@@ -41,6 +30,12 @@ SEND_WINDOW = 32
 BACKOFF_MAX_S = 10.0
 """Longest wait between two reconnection attempts (it doubles from 0.5 s)."""
 # not for MQTT: raw microphone frames, camera frames and the level meter (ten a second)
+COMMANDS = ("text", "invoke", "interrupt", "mute")
+"""The protocol's messages that MQTT takes as commands (docs/mqtt.md)."""
+_ACCEPTED = (
+    'Commands are {"type": "text", "text": ...}, {"type": "invoke", "name": ..., "text": ...}, '
+    '{"type": "interrupt"} and {"type": "mute", "muted": true|false}'
+)
 _SKIPPED = frozenset({"audio.in", "video.frame", "input.level", "audio.out", "speech.codes"})
 
 
@@ -78,6 +73,7 @@ class MqttBridge:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._reply: dict[tuple[str, int], list[str]] = {}
+        self._protocols: dict[str, ServerProtocol] = {}
         self._loss_reported_at = float("-inf")
         if hub is not None:
             hub.on_open.append(self.watch)
@@ -111,6 +107,7 @@ class MqttBridge:
                 ev = await sub.get()
             except SubscriptionClosed:
                 self._sessions.pop(sid, None)
+                self._protocols.pop(sid, None)
                 return
             try:
                 self._publish_event(sid, ev)
@@ -146,30 +143,25 @@ class MqttBridge:
                 f"{where}/error", json.dumps({"code": "mqtt.session", "message": f"no open session {sid!r}"})
             )
             return
+        protocol = self._protocols.get(session.id)
+        if protocol is None:
+            # the WebSocket server's own decoder, limited to the commands: the two cannot drift
+            protocol = ServerProtocol(session.id, allowed=COMMANDS, source="mqtt")
+            self._protocols[session.id] = protocol
         try:
-            cmd = json.loads(payload)
-            if not isinstance(cmd, dict):
-                raise ValueError("a command is a JSON object")
-            kind = cmd.get("type")
-            sid_, t0 = session.id, 0
-            if kind == "text" and isinstance(cmd.get("text"), str):
-                session.submit(TextIn(session=sid_, turn=t0, text=cmd["text"]))
-            elif kind == "invoke" and isinstance(cmd.get("name"), str):
-                session.submit(
-                    InvokeCapability(session=sid_, turn=t0, name=cmd["name"], text=str(cmd.get("text", "")))
-                )
-            elif kind == "interrupt":
-                session.submit(Interrupt(session=sid_, turn=t0, reason="mqtt"))
-            elif kind == "mute" and isinstance(cmd.get("muted"), bool):
-                session.submit(Mute(session=sid_, turn=t0, muted=cmd["muted"]))
-            else:
-                raise ValueError(
-                    'expected {"type": "text", "text": ...}, {"type": "invoke", "name": ..., "text": ...}, '
-                    '{"type": "interrupt"} or {"type": "mute", "muted": true|false}'
-                )
-        except (ValueError, MioAgentError) as exc:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems: list[str] = [f"a command is UTF-8 JSON: {exc}"]
+        else:
+            problems = []
+            for item in protocol.receive(text, 0.0):
+                if isinstance(item, Problem):
+                    problems.append(item.message)
+                elif isinstance(item, Event):
+                    session.submit(item)
+        for problem in problems:
             shown = payload[:80].decode("utf-8", "replace")
-            message = f"bad command {shown!r} on {topic}: {exc}"
+            message = f"bad command {shown!r} on {topic}: {problem}. {_ACCEPTED}"
             self._put(f"{where}/error", json.dumps({"code": "mqtt.command", "message": message}))
 
     # -- the connection ---------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import http
 import ipaddress
 import logging
@@ -12,9 +11,8 @@ import math
 import mimetypes
 import socket
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -24,20 +22,17 @@ from websockets.http11 import Request, Response
 from mio_agent import __version__
 from mio_agent.config import ServerConfig
 from mio_agent.engine import ReplyOptions
-from mio_agent.events import (
-    AudioIn,
-    Event,
-    ImageIn,
-    Interrupt,
-    InvokeCapability,
-    Mute,
-    PlaybackProgress,
-    TextIn,
-    VideoFrame,
+from mio_agent.exceptions import ConfigError, ProtocolError
+from mio_agent.protocol import ClientMessage
+from mio_agent.protocol.inbound import (
+    InputLimits,
+    Outgoing,
+    Problem,
+    ServerProtocol,
+    accept_hello,
+    welcome_limits,
 )
-from mio_agent.exceptions import ConfigError, MioAgentError, ProtocolError
-from mio_agent.protocol import PROTOCOL_VERSION, ClientMessage, FrameKind, decode_client_message, unpack_frame
-from mio_agent.protocol.messages import MAX_TEXT_CHARS, encode_json, welcome_message
+from mio_agent.protocol.messages import encode_json, welcome_message
 from mio_agent.runtime.net.ws_channel import Channel, Outbox
 from mio_agent.runtime.voice.hub import SessionHub
 
@@ -50,15 +45,9 @@ WS_PATH = "/ws"
 WEB_ROOT = Path(__file__).parent / "web"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 HELLO_TIMEOUT_S = 10.0
-# a client may send audio this much faster than real time (a file) before it is refused
-AUDIO_BURST = 4.0
-AUDIO_BURST_S = 10.0
-DROP_REPORT_S = 1.0
-"""Dropped audio is reported at most once per this many seconds (with a count), and when its stream ends."""
 KEEP_DETACHED_S = 300.0
 """How long a session without a connection waits for its client to resume (unless its room is needed
 sooner by a new session: then the oldest such session is closed)."""
-_KEPT_IMAGES = 4
 SEND_BUFFER = 64 * 1024
 
 
@@ -94,180 +83,38 @@ def _is_loopback(name: str) -> bool:
 
 
 class _Connection:
-    """One client connection bound to a session: its streams, uploads and limits."""
+    """One client connection bound to a session: the protocol's state, and what its results go to."""
 
-    def __init__(self, ws: ServerConnection, channel: Channel, outbox: Outbox) -> None:
-        self.ws = ws
+    def __init__(self, channel: Channel, limits: InputLimits) -> None:
         self.channel = channel
-        self.outbox = outbox
         self.session = channel.session
-        self.audio: dict[int, tuple[int, int]] = {}
-        self.video: dict[int, tuple[int, int]] = {}
-        self.images_declared: dict[int, tuple[str, int, str | None]] = {}
-        self.images: OrderedDict[int, bytes] = OrderedDict()
-        self.started = time.monotonic()
-        self.audio_s = 0.0
-        self.dropped = 0
-        """Audio chunks dropped (too fast) since the last `audio.rate` error; `dropped_s` their seconds."""
-        self.dropped_s = 0.0
-        self.dropped_total = 0
-        self._reported_at = -math.inf
+        self.protocol = ServerProtocol(self.session.id, limits, now=time.monotonic())
         self._report: asyncio.TimerHandle | None = None
 
-    def _ev(self, cls: type[Event], **fields: Any) -> Any:
-        return cls(session=self.session.id, turn=0, **fields)
-
-    def text(self, msg: ClientMessage) -> None:
-        kind = msg.type
-        if kind == "audio.start":
-            fmt, rate, ch = msg.get("format", "pcm16"), msg.get("sample_rate"), msg.get("channels", 1)
-            if fmt != "pcm16" or not 8000 <= rate <= 48000 or ch not in (1, 2):
-                raise ProtocolError(
-                    f"audio.start: unsupported format {fmt} at {rate} Hz x {ch}; send pcm16, 8000..48000 Hz, "
-                    "1 or 2 channels",
-                    code="audio.format",
-                    ref=msg.id,
-                )
-            self.audio[msg.get("stream")] = (rate, ch)
-        elif kind == "audio.end":
-            fmt = self.audio.pop(msg.get("stream"), None)
-            self.report_drops()
-            if fmt is not None:
-                # the end of the stream ends the user's utterance at once: the voice detector gets
-                # the silence it waits for, instead of the client having to send it
-                rate, ch = fmt
-                silence_s = self.session.res.config.audio.end_silence_ms / 1000 + 0.1
-                pcm = bytes(2 * ch * int(rate * silence_s))
-                self.session.submit(self._ev(AudioIn, pcm=pcm, sample_rate=rate, channels=ch))
-        elif kind == "video.start":
-            w, h = msg.get("width"), msg.get("height")
-            if not (0 < w <= 1920 and 0 < h <= 1080):
-                raise ProtocolError(
-                    "video.start: width x height must be within 1920 x 1080", code="video.format", ref=msg.id
-                )
-            self.video[msg.get("stream")] = (w, h)
-        elif kind == "video.end":
-            self.video.pop(msg.get("stream"), None)
-        elif kind == "text":
-            self.session.submit(self._ev(TextIn, text=msg.get("text")))
-        elif kind == "image":
-            self.images_declared[msg.get("stream")] = (msg.get("name", ""), msg.get("bytes"), msg.id)
-        elif kind == "invoke":
-            image = None
-            if msg.get("image_stream") is not None:
-                image = self.images.get(msg.get("image_stream"))
-                if image is None:
-                    raise ProtocolError(
-                        f"invoke: no image was uploaded on stream {msg.get('image_stream')}",
-                        code="invoke.image",
-                        ref=msg.id,
-                    )
-            self.session.submit(
-                self._ev(InvokeCapability, name=msg.get("name"), text=msg.get("text", ""), image=image)
-            )
-        elif kind == "interrupt":
-            self.session.submit(self._ev(Interrupt, reason="client"))
-        elif kind == "playback":
-            self.session.submit(
-                PlaybackProgress(
-                    session=self.session.id, turn=msg.get("turn"), played_ms=float(msg.get("played_ms"))
-                )
-            )
-        elif kind == "mute":
-            self.session.submit(self._ev(Mute, muted=msg.get("muted")))
-        elif kind == "ping":
-            self.channel.send({"type": "pong", "nonce": msg.get("nonce")})
-        elif kind == "hello":
-            raise ProtocolError("hello: the handshake was already made", code="protocol.order", ref=msg.id)
-
-    def binary(self, data: bytes) -> None:
-        frame = unpack_frame(data)
-        if frame.kind == FrameKind.AUDIO_IN:
-            fmt = self.audio.get(frame.stream)
-            if fmt is None:
-                raise ProtocolError(
-                    f"audio frame on stream {frame.stream}, which no audio.start declared",
-                    code="audio.stream",
-                )
-            rate, ch = fmt
-            if len(frame.payload) % (2 * ch):
-                raise ProtocolError(
-                    f"audio frame of {len(frame.payload)} bytes is not whole pcm16 samples of {ch} channel(s)",
-                    code="audio.format",
-                )
-            seconds = len(frame.payload) / (2 * ch * rate)
-            allowed = (time.monotonic() - self.started) * AUDIO_BURST + AUDIO_BURST_S
-            if self.audio_s + seconds > allowed:
-                self._drop(seconds)
-                return
-            self.audio_s += seconds
-            if frame.payload:
-                self.session.submit(self._ev(AudioIn, pcm=frame.payload, sample_rate=rate, channels=ch))
-        elif frame.kind == FrameKind.IMAGE_IN:
-            declared = self.images_declared.pop(frame.stream, None)
-            if declared is None:
-                raise ProtocolError(
-                    f"image frame on stream {frame.stream}, which no image message declared",
-                    code="image.stream",
-                )
-            name, size, ref = declared
-            if size != len(frame.payload):
-                raise ProtocolError(
-                    f"image {name or frame.stream}: declared {size} bytes, got {len(frame.payload)}",
-                    code="image.size",
-                    ref=ref,
-                )
-            self.images[frame.stream] = frame.payload
-            while len(self.images) > _KEPT_IMAGES:
-                self.images.popitem(last=False)
-            self.session.submit(self._ev(ImageIn, data=frame.payload, name=name))
-        elif frame.kind == FrameKind.VIDEO_IN:
-            dims = self.video.get(frame.stream)
-            if dims is None:
-                raise ProtocolError(
-                    f"video frame on stream {frame.stream}, which no video.start declared",
-                    code="video.stream",
-                )
-            w, h = dims
-            if len(frame.payload) != w * h * 3:
-                raise ProtocolError(
-                    f"video frame of {len(frame.payload)} bytes on stream {frame.stream}; its video.start "
-                    f"({w}x{h}) makes a frame {w * h * 3} bytes of RGB24",
-                    code="video.format",
-                )
-            self.session.submit(self._ev(VideoFrame, width=w, height=h, rgb=frame.payload))
-        else:
-            raise ProtocolError(
-                f"{frame.kind.name} frames go from the server to clients, not back", code="protocol.frame"
+    def receive(self, data: str | bytes) -> None:
+        self._deliver(self.protocol.receive(data, time.monotonic()))
+        due = self.protocol.report_at
+        if due is not None and self._report is None:
+            # dropped audio is reported when its interval ends, even if the client sends nothing more
+            self._report = asyncio.get_running_loop().call_later(
+                max(0.0, due - time.monotonic()), self.report_drops
             )
 
-    def _drop(self, seconds: float) -> None:
-        """Count a chunk dropped for arriving too fast; report at once, or when the interval ends."""
-        self.dropped += 1
-        self.dropped_s += seconds
-        self.dropped_total += 1
-        wait = self._reported_at + DROP_REPORT_S - time.monotonic()
-        if wait <= 0:
-            self.report_drops()
-        elif self._report is None:
-            self._report = asyncio.get_running_loop().call_later(wait, self.report_drops)
+    def _deliver(self, out: list[Outgoing]) -> None:
+        for item in out:
+            if isinstance(item, Problem):
+                self.channel.send_error(item.code, item.message, ref=item.ref, extra=item.extra)
+            elif isinstance(item, dict):
+                self.channel.send(item)
+            else:
+                self.session.submit(item)
 
     def report_drops(self) -> None:
-        """One `audio.rate` error for every chunk dropped since the last one (if any were)."""
+        """Send the pending `audio.rate` report (if any)."""
         if self._report is not None:
             self._report.cancel()
             self._report = None
-        if not self.dropped:
-            return
-        n, seconds = self.dropped, self.dropped_s
-        self.dropped, self.dropped_s = 0, 0.0
-        self._reported_at = time.monotonic()
-        self.channel.send_error(
-            "audio.rate",
-            f"{n} audio chunk(s) ({seconds:.2f} s of audio) were dropped: audio arrives faster than "
-            f"{AUDIO_BURST:g}x real time (after a {AUDIO_BURST_S:g} s burst); send it closer to real time",
-            extra={"dropped": n, "dropped_s": round(seconds, 3), "dropped_total": self.dropped_total},
-        )
+        self._deliver(self.protocol.flush(time.monotonic()))
 
     def close(self) -> None:
         """The connection ended: report the last drops (kept for a resume) and stop the timer."""
@@ -309,6 +156,9 @@ class MioServer:
         self._allowed_hosts = frozenset(_host_name(h) for h in cfg.allowed_hosts)
         self._allowed_origins = frozenset(o.strip().lower().rstrip("/") for o in cfg.allowed_origins)
         self.port = 0
+        # audio.end appends the silence that ends an utterance, with a margin over the detector's wait
+        self.input_limits = InputLimits(end_silence_s=hub.res.config.audio.end_silence_ms / 1000 + 0.1)
+        """What each connection may send (audio rate, video size, kept images)."""
 
     async def start(self) -> int:
         self._server = await serve(
@@ -433,27 +283,7 @@ class MioServer:
 
     # -- WebSocket ----------------------------------------------------------------------------
     async def _hello(self, ws: ServerConnection) -> ClientMessage:
-        raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
-        if isinstance(raw, bytes):
-            raise ProtocolError(
-                "the first message must be a hello (a JSON text frame)", code="protocol.order"
-            )
-        msg = decode_client_message(raw)
-        if msg.type != "hello":
-            raise ProtocolError(
-                f"the first message must be a hello, not {msg.type}", code="protocol.order", ref=msg.id
-            )
-        if msg.get("protocol") != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"protocol version {msg.get('protocol')} is not supported; this server speaks {PROTOCOL_VERSION}",
-                code="protocol.version",
-                ref=msg.id,
-            )
-        token = self.cfg.token
-        given = str(msg.get("token") or "")
-        if token and not hmac.compare_digest(given.encode(), token.encode()):
-            raise ProtocolError("a valid token is required (hello.token)", code="auth.token", ref=msg.id)
-        return msg
+        return accept_hello(await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S), token=self.cfg.token)
 
     def _connected(self, peer: str | None = None, *, besides: Channel | None = None) -> int:
         """Sessions with a connection or being opened: of client `peer`, or of all (None)."""
@@ -500,10 +330,6 @@ class MioServer:
             missed, lost = channel.attach(outbox, peer, last)
             return channel, True, missed, lost
         mode = msg.get("mode")
-        if mode not in (None, "voice", "std"):
-            raise ProtocolError(
-                f"hello.mode must be voice or std, got {mode!r}", code="protocol.field", ref=msg.id
-            )
         self._check_client(peer, msg.id)
         if self._connected() >= self.cfg.max_sessions:
             raise ProtocolError(
@@ -569,14 +395,12 @@ class MioServer:
             }
             for c in self.hub.res.capabilities()
         ]
-        limits = {
-            "max_message_bytes": self.cfg.max_message_bytes,
-            "max_text_chars": MAX_TEXT_CHARS,
-            "replay_events": self.cfg.replay_events,
-            "send_queue": self.cfg.send_queue,
-            "audio_speed": AUDIO_BURST,
-            "audio_burst_s": AUDIO_BURST_S,
-        }
+        limits = welcome_limits(
+            self.input_limits,
+            max_message_bytes=self.cfg.max_message_bytes,
+            replay_events=self.cfg.replay_events,
+            send_queue=self.cfg.send_queue,
+        )
         welcome = welcome_message(
             seq=channel.seq, session=channel.session.id, resumed=resumed, server=f"mio-agent {__version__}",
             capabilities=caps, limits=limits, missed=lost,
@@ -590,19 +414,11 @@ class MioServer:
                 f"(server.replay_events: {self.cfg.replay_events}) and are lost",
                 extra={"lost": lost, "lost_from": first, "lost_to": first + lost - 1},
             )
-        conn = _Connection(ws, channel, outbox)
+        conn = _Connection(channel, self.input_limits)
         writer = asyncio.create_task(self._write(ws, outbox), name=f"ws-writer-{channel.session.id}")
         try:
             async for raw in ws:
-                try:
-                    if isinstance(raw, bytes):
-                        conn.binary(raw)
-                    else:
-                        conn.text(decode_client_message(raw))
-                except ProtocolError as exc:
-                    channel.send_error(exc.code, str(exc), ref=exc.ref)
-                except MioAgentError as exc:
-                    channel.send_error("input.invalid", str(exc))
+                conn.receive(raw)
         except ConnectionClosed:
             pass
         finally:

@@ -5,6 +5,7 @@ audio floods, over-long text, tasks left behind and a busy port."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -23,7 +24,6 @@ from mio_agent.events import TextDelta, TurnEnded
 from mio_agent.exceptions import ProtocolError
 from mio_agent.protocol import Frame, FrameKind, decode_client_message, encode_json, pack_frame
 from mio_agent.protocol.messages import MAX_TEXT_CHARS
-from mio_agent.runtime.net import server as server_mod
 from mio_agent.runtime.net.client import MioClient
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
@@ -366,10 +366,10 @@ async def _flood(ws: ClientConnection, chunks: int, *, end: bool) -> None:
 async def test_dropped_audio_is_reported_once_per_interval_with_a_count(
     served: tuple[MioServer, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, url = served
-    monkeypatch.setattr(server_mod, "AUDIO_BURST", 0.0)  # exactly 1.05 s (10 chunks) is allowed
-    monkeypatch.setattr(server_mod, "AUDIO_BURST_S", 1.05)
-    monkeypatch.setattr(server_mod, "DROP_REPORT_S", 3600.0)  # no second report within the test
+    srv, url = served
+    # exactly 1.05 s (10 chunks) is allowed; no second report within the test
+    limits = dataclasses.replace(srv.input_limits, audio_speed=0.0, audio_burst_s=1.05, drop_report_s=3600.0)
+    monkeypatch.setattr(srv, "input_limits", limits)
     ws, _ = await handshake(url)
     await _flood(ws, 1500, end=True)
     errors = [m for m in await until_pong(ws, "done") if m["type"] == "error"]
@@ -383,10 +383,9 @@ async def test_dropped_audio_is_reported_once_per_interval_with_a_count(
 async def test_dropped_audio_is_reported_when_the_interval_ends(
     served: tuple[MioServer, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, url = served
-    monkeypatch.setattr(server_mod, "AUDIO_BURST", 0.0)
-    monkeypatch.setattr(server_mod, "AUDIO_BURST_S", 1.05)
-    monkeypatch.setattr(server_mod, "DROP_REPORT_S", 0.05)
+    srv, url = served
+    limits = dataclasses.replace(srv.input_limits, audio_speed=0.0, audio_burst_s=1.05, drop_report_s=0.05)
+    monkeypatch.setattr(srv, "input_limits", limits)
     ws, _ = await handshake(url)
     await _flood(ws, 1500, end=False)  # no audio.end: the timer reports the rest
     total = 0
