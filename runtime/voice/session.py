@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mio_agent.bus import EventBus
-from mio_agent.capability import RouteContext, RouteDecision
-from mio_agent.conversation import ImagePart, Mode, Part, SpeechPart, TextPart, Turn
+from mio_agent.capability import RouteDecision
+from mio_agent.conversation import ImagePart, Mode, Part, TextPart, Turn
 from mio_agent.engine import ReplyOptions
 from mio_agent.events import (
     AudioIn,
@@ -29,7 +29,6 @@ from mio_agent.events import (
     Mute,
     PlaybackClear,
     PlaybackProgress,
-    RouteDecided,
     SessionState,
     TextIn,
     UserSpeechEnded,
@@ -43,6 +42,7 @@ from mio_agent.runtime.audio.convert import MicConverter
 from mio_agent.runtime.voice.agent_turn import AgentTurn, TurnInputTimes
 from mio_agent.runtime.voice.listen import Listener, Utterance
 from mio_agent.runtime.voice.playback import PlaybackControl, ReportedPlayback
+from mio_agent.runtime.voice.routing import TurnRouter
 from mio_agent.runtime.voice.visual import ImageInputs
 from mio_agent.store_records import new_session_id
 
@@ -104,6 +104,9 @@ class Session:
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix=f"mio-decode-{self.id[:8]}")
         self.listener = Listener(res, cfg.audio, self._encode_pool)
         self.images = ImageInputs(res, cfg.camera, self._encode_pool)
+        self.router = TurnRouter(
+            res, self.images, session=self.id, mode=self.mode, publish=self.bus.publish, error=self._error
+        )
         self._inputs: asyncio.Queue[Event] = asyncio.Queue()
         self._queued_audio = 0.0
         self._converter: MicConverter | None = None
@@ -114,7 +117,6 @@ class Session:
         self._muted = False
         self._levels: list[float] = []
         self._background: set[asyncio.Task[Any]] = set()
-        self._transcripts: dict[int, str] = {}
         self.on_exchange: Callable[[int, Turn, Turn], None] | None = None
         """Called with (number, user turn, reply as heard) once an exchange is final (the next turn
         began, or the session closes): the hub stores it so a resumed session remembers it."""
@@ -441,10 +443,8 @@ class Session:
                 session=self.id, turn=n, text=text, speech_s=speech_s, images=images, keyframes=keyframes
             )
         )
-        from mio_agent.runtime.voice.transcribe import needs_transcript
-
         self._set_state("thinking")
-        if invoked is None and needs_transcript(self.res, turn):
+        if self.router.transcribing(turn, invoked):
             # the reply starts while the speech is transcribed for routing; its events wait until
             # the route is known, so the first audio comes after the longer of the two, not both
             speculative = self._new_agent(n)
@@ -452,31 +452,19 @@ class Session:
             speculative.task = asyncio.create_task(
                 speculative.run_reply(self.engine, turn, times, options=self.reply_options)
             )
-            decision = await self._route(turn, n, times)
-            self._publish_route(n, decision)
-            if decision is None:
+            route = await self.router.decide(turn, n, times)
+            if route.capability is None:
                 speculative.release()
                 speculative.task.add_done_callback(functools.partial(self._agent_done, speculative))
                 return
             await speculative.discard()
         else:
-            decision = invoked or await self._route(turn, n, times)
-            self._publish_route(n, decision)
+            route = await self.router.decide(turn, n, times, invoked=invoked)
         agent = self._new_agent(n)
-        if decision is not None:
+        if route.capability is not None:
             if self.engine.staged is not None:
                 self.engine.stage_turn(None)
-            cap = self.res.plugins.capability(decision.capability)
-            # a spoken request reaches a capability as its transcript (and its speech, if it takes speech)
-            said = decision.text or self._transcripts.get(n, "")
-            parts = _with_text(turn.parts, said) if said else turn.parts
-            if "speech" not in cap.inputs:
-                parts = tuple(p for p in parts if not isinstance(p, SpeechPart))
-            if "image" in cap.inputs and not any(isinstance(p, ImagePart) for p in parts):
-                recent = self.images.recent()
-                if recent is not None:
-                    parts = (recent, *parts)
-            agent.task = asyncio.create_task(agent.run_capability(cap, parts, times))
+            agent.task = asyncio.create_task(agent.run_capability(route.capability, route.parts, times))
         else:
             agent.task = asyncio.create_task(
                 agent.run_reply(self.engine, turn, times, options=self.reply_options)
@@ -497,43 +485,10 @@ class Session:
         self._agent = agent
         return agent
 
-    def _publish_route(self, n: int, decision: RouteDecision | None) -> None:
-        self.bus.publish(
-            RouteDecided(
-                session=self.id,
-                turn=n,
-                capability=decision.capability if decision else "",
-                reason=decision.reason if decision else "no capability claimed the turn: the model replies",
-            )
-        )
-
     def _agent_done(self, agent: AgentTurn, _task: object = None) -> None:
         if self._agent is agent and self._state != "closed":
             # a muted session stays muted after a (typed or invoked) turn: its microphone is still off
             self._set_state("muted" if self._muted else "hearing" if self.listener.in_speech else "listening")
-
-    async def _route(self, turn: Turn, n: int, times: TurnInputTimes) -> RouteDecision | None:
-        from mio_agent.runtime.voice.transcribe import needs_transcript, transcribe
-
-        transcript = None
-        if needs_transcript(self.res, turn):
-            t0 = time.perf_counter()
-            transcript = await transcribe(
-                self.res, turn, session=self.id, turn_no=n, publish=self.bus.publish
-            )
-            times.transcribe_s = time.perf_counter() - t0
-            if transcript:
-                self._transcripts = {n: transcript}
-        context = RouteContext(
-            mode="voice" if self.mode == "voice" else "std",
-            transcript=transcript,
-            recent_image=self.images.recent() is not None,
-        )
-        try:
-            return self.res.plugins.route(turn, context)
-        except Exception as exc:  # a broken router plugin: the plain reply still works
-            self._error("route.error", f"the router failed: {type(exc).__name__}: {exc}", n)
-            return None
 
     async def _invoke(self, ev: InvokeCapability) -> None:
         names = [c.name for c in self.res.capabilities()]
@@ -555,9 +510,3 @@ class Session:
             text=ev.text,
             invoked=decision,
         )
-
-
-def _with_text(parts: tuple[Part, ...], text: str) -> tuple[Part, ...]:
-    """The parts with their text replaced by `text` (a `/name` command stripped off)."""
-    kept = [p for p in parts if not isinstance(p, TextPart)]
-    return (*kept, TextPart(text))
