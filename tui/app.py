@@ -40,7 +40,11 @@ from mio_agent.events import (
 )
 from mio_agent.exceptions import MioAgentError
 from mio_agent.tui.backend import Backend
-from mio_agent.tui.commands import (
+from mio_agent.tui.export import Conversation
+from mio_agent.tui.images import Graphics, image_widget
+from mio_agent.tui.panels import LatencyPanel, MicPanel, ModelPanel, PluginsPanel
+from mio_agent.tui.sessions import SessionChoice, SessionsScreen, export_session
+from mio_agent.tui.slash import (
     BUILTIN_COMMANDS,
     MODES,
     CapabilityCommands,
@@ -52,10 +56,6 @@ from mio_agent.tui.commands import (
     literal,
     parse_slash,
 )
-from mio_agent.tui.export import Conversation
-from mio_agent.tui.images import Graphics, image_widget
-from mio_agent.tui.panels import LatencyPanel, MicPanel, ModelPanel, PluginsPanel
-from mio_agent.tui.sessions import SessionChoice, SessionsScreen, export_session
 from mio_agent.tui.turns import END_MARKS, AssistantTurn, ErrorLine, NoteLine, UserTurnView
 
 __all__ = ["MioApp"]

@@ -21,8 +21,8 @@ from mio_agent.tui.export import Conversation
 
 __all__ = [
     "SHOWN_TYPES",
+    "PastSession",
     "SessionChoice",
-    "SessionInfo",
     "SessionsScreen",
     "export_session",
     "list_sessions",
@@ -48,7 +48,7 @@ SHOWN_TYPES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
-class SessionInfo:
+class PastSession:
     """One past session of the session folder."""
 
     id: str
@@ -61,7 +61,7 @@ class SessionInfo:
         return f"{self.id}  {when}  {self.mode:5}  {self.turns} turn(s)"
 
 
-def list_sessions(root: Path) -> list[SessionInfo]:
+def list_sessions(root: Path) -> list[PastSession]:
     """The sessions logged under `root`, newest first."""
     if not root.is_dir():
         return []
@@ -77,7 +77,7 @@ def list_sessions(root: Path) -> list[SessionInfo]:
             turns = sum(1 for line in f if '"turn.ended"' in line)
         created = meta.get("created")
         found.append(
-            SessionInfo(
+            PastSession(
                 folder.name,
                 str(meta.get("mode") or "?"),
                 turns,

@@ -347,14 +347,14 @@ class Session:
             self.bus.publish(
                 InputLevel(session=self.id, turn=self._next_turn, dbfs=level, speech=self.listener.in_speech)
             )
-        for happening in await self.listener.push(frame):
-            if happening == "started":
+        for heard in await self.listener.push(frame):
+            if heard == "started":
                 self.bus.publish(UserSpeechStarted(session=self.id, turn=self._next_turn))
                 self.listener.set_images(self.images.for_turn())
                 if not self.agent_active:
                     self._set_state("hearing")
-            elif isinstance(happening, Utterance):
-                await self._utterance(happening)
+            elif isinstance(heard, Utterance):
+                await self._utterance(heard)
         if self.listener.in_speech:
             await self._check_barge_in(frame)
             self._stage_speech()

@@ -16,11 +16,11 @@ from mio_agent.engine import ReplyOptions
 from mio_agent.runtime.voice.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend, LocalBackend
-from mio_agent.tui.commands import Prompt
 from mio_agent.tui.images import ImageView
 from mio_agent.tui.launch import open_local
 from mio_agent.tui.panels import LatencyPanel, MicPanel
 from mio_agent.tui.sessions import SessionsScreen, list_sessions, past_events
+from mio_agent.tui.slash import Prompt
 from mio_agent.tui.turns import AssistantTurn, ErrorLine, NoteLine, UserTurnView
 from tests.tui.conftest import shown, wait_until
 

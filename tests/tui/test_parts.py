@@ -15,11 +15,11 @@ import mio_agent.tui
 from mio_agent.cli.main import main
 from mio_agent.events import Event, TextDelta, TurnEnded, TurnStarted, UserTurn, event_to_dict
 from mio_agent.exceptions import StoreError
-from mio_agent.tui import app, backend, cli, commands, export, images, launch, panels, sessions, turns
-from mio_agent.tui.commands import SlashCommand, SlashSuggester, aliases_for, parse_slash
+from mio_agent.tui import app, backend, cli, export, images, launch, panels, sessions, slash, turns
 from mio_agent.tui.images import ImageView, half_blocks, image_widget
 from mio_agent.tui.panels import LatencyPanel, level_bar
 from mio_agent.tui.sessions import export_session, list_sessions, past_events
+from mio_agent.tui.slash import SlashCommand, SlashSuggester, aliases_for, parse_slash
 
 CAPS = ["image_editing", "generate_image", "text_generation"]
 
@@ -108,7 +108,7 @@ def test_sessions_list_newest_first_and_export(tmp_path: Path, capsys: pytest.Ca
 
 def test_every_module_has_a_complete_all() -> None:
     assert mio_agent.tui.__all__ == []
-    for module in (app, backend, cli, commands, export, images, launch, panels, sessions, turns):
+    for module in (app, backend, cli, export, images, launch, panels, sessions, slash, turns):
         assert module.__all__, module.__name__
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -11,9 +11,9 @@ from textual.widgets import OptionList
 from mio_agent.runtime.voice.resources import Resources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend
-from mio_agent.tui.commands import Prompt
 from mio_agent.tui.launch import open_local
 from mio_agent.tui.sessions import SessionsScreen
+from mio_agent.tui.slash import Prompt
 from mio_agent.tui.turns import NoteLine
 from tests.tui.conftest import shown, wait_until
 
