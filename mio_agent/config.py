@@ -9,12 +9,12 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import UnionType
 from typing import Any, ClassVar, Literal, TypeAlias
 
 import yaml
 
 from mio_agent.exceptions import ConfigError
+from mio_agent.fieldcheck import Invalid, convert
 
 __all__ = [
     "ENV_PREFIX",
@@ -40,8 +40,6 @@ Dtype: TypeAlias = Literal["auto", "float32", "float16", "bfloat16"]
 LogLevel: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-# PyYAML reads YAML 1.1, where 1e-3 (no dot) is a string; numbers like that are accepted anyway.
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _meta(
@@ -137,6 +135,10 @@ class EngineConfig:
     )
     cuda_graphs: bool = field(default=True, metadata=_meta("true or false"))
     compile: bool = field(default=False, metadata=_meta("true or false"))
+    batch_sessions: int = field(
+        default=0,
+        metadata=_meta("a non-negative integer (0: each conversation decodes alone)", _non_negative),
+    )
     voice_timbre: Literal["full", "skip"] = field(default="full", metadata=_meta('"full" or "skip"'))
 
 
@@ -335,10 +337,6 @@ class Config:
 _Layered: TypeAlias = dict[str, dict[str, tuple[object, str]]]
 
 
-class _Invalid(Exception):
-    pass
-
-
 def _describe(value: object) -> str:
     if isinstance(value, str):
         return repr(value)
@@ -375,36 +373,6 @@ def _merge(layered: _Layered, data: Mapping[str, object], source: str, errors: l
                 layered.setdefault(section, {})[key] = (value, source)
 
 
-def _convert(value: object, hint: Any) -> object:
-    """Check a value against a field's type; the field's value (int → float, list → tuple)."""
-    origin = typing.get_origin(hint)
-    if origin in (UnionType, typing.Union):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = (a for a in args if a is not type(None))
-        return _convert(value, inner)
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            raise _Invalid
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise _Invalid
-        return tuple(value)
-    if hint is float:
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            return float(value)
-        if type(value) not in (int, float):
-            raise _Invalid
-        return float(value)  # type: ignore[arg-type]
-    if hint in (int, str, bool):
-        if type(value) is not hint:
-            raise _Invalid
-        return value
-    raise TypeError(f"config field of unsupported type {hint!r}")  # pragma: no cover
-
-
 def _build(layered: _Layered, errors: list[str]) -> Config:
     sections: dict[str, Any] = {}
     for name, cls in _BY_NAME.items():
@@ -418,10 +386,10 @@ def _build(layered: _Layered, errors: list[str]) -> Config:
             meta = f.metadata
             value = meta["normalize"](raw) if meta["normalize"] else raw
             try:
-                value = _convert(value, hints[f.name])
+                value = convert(value, hints[f.name], numeric_strings=True)
                 if value is not None and meta["check"] is not None and not meta["check"](value):
-                    raise _Invalid
-            except _Invalid:
+                    raise Invalid(meta["expect"])
+            except Invalid:
                 errors.append(f"{name}.{f.name}: expected {meta['expect']}, got {_describe(raw)} ({source})")
                 continue
             values[f.name] = value
@@ -433,6 +401,11 @@ def _build(layered: _Layered, errors: list[str]) -> Config:
         errors.append(
             f"engine.max_new_tokens: must be less than engine.max_context ({engine.max_context}) to leave "
             f"room for the prompt, got {engine.max_new_tokens}"
+        )
+    if not errors and engine.batch_sessions and engine.backend == "dynamic":
+        errors.append(
+            "engine.batch_sessions: the batched decode runs on the static cache; set engine.backend to auto "
+            f"or static, or engine.batch_sessions to 0 (got backend dynamic, batch_sessions {engine.batch_sessions})"
         )
     return config
 

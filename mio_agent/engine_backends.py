@@ -11,7 +11,7 @@ import torch
 from mio_agent.reply_job import ReplyJob
 
 if TYPE_CHECKING:
-    from mio_agent.model.fast_path import DecodeSlot, FastPath
+    from mio_agent.model.fast_path import FastPath, Slot
     from mio_agent.model.loading import LoadedModel
     from mio_agent.parser import ParserEvent
 
@@ -128,10 +128,14 @@ class StaticBackend:
     def __init__(self, fast: FastPath, positions: int) -> None:
         self._fast = fast
         self._positions = positions
-        self._slot: DecodeSlot | None = None
+        self._slot: Slot | None = None
+        if fast.scheduler is not None:
+            # a row of the batched decode is taken now: a conversation beyond `engine.batch_sessions`
+            # is refused when it opens (BatchFull), not at its first turn
+            self._slot = fast.acquire(positions)
 
     @property
-    def slot(self) -> DecodeSlot:
+    def slot(self) -> Slot:
         # taken lazily on the worker thread, so a capture (when the pool is empty) never blocks the loop
         if self._slot is None:
             self._slot = self._fast.acquire(self._positions)
@@ -202,7 +206,8 @@ def make_backend(lm: LoadedModel, kind: str, positions: int) -> KVBackend:
     """The backend `engine.backend` asks for: "auto" is static with graphs on CUDA, dynamic elsewhere."""
     from mio_agent.model.fast_path import fast_path_for
 
-    if kind == "dynamic" or (kind == "auto" and lm.device.type != "cuda"):
+    batched = lm.fast is not None and lm.fast.scheduler is not None
+    if kind == "dynamic" or (kind == "auto" and lm.device.type != "cuda" and not batched):
         return DynamicBackend(lm)
     if kind not in ("auto", "static"):
         raise ValueError(f'engine.backend must be "auto", "static" or "dynamic", got {kind!r}')

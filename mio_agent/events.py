@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypeAlias
 
 from mio_agent.exceptions import EventError
+from mio_agent.fieldcheck import Invalid, convert
 
 __all__ = [
     "BINARY_EVENT_TYPES",
@@ -109,7 +110,7 @@ class ControlEvent(Event):
     control: ClassVar[bool] = True
 
 
-def _check_pcm(pcm: bytes, channels: int, sample_rate: int, what: str) -> None:
+def _validate_pcm(pcm: bytes, channels: int, sample_rate: int, what: str) -> None:
     if sample_rate <= 0:
         raise EventError(f"{what}: sample_rate must be a positive number of Hz, got {sample_rate}")
     if channels <= 0:
@@ -134,7 +135,7 @@ class AudioIn(InputEvent):
     channels: int = 1
 
     def __post_init__(self) -> None:
-        _check_pcm(self.pcm, self.channels, self.sample_rate, self.type)
+        _validate_pcm(self.pcm, self.channels, self.sample_rate, self.type)
 
     @property
     def duration_s(self) -> float:
@@ -275,7 +276,7 @@ class AudioOut(OutputEvent):
     seq: int
 
     def __post_init__(self) -> None:
-        _check_pcm(self.pcm, 1, self.sample_rate, self.type)
+        _validate_pcm(self.pcm, 1, self.sample_rate, self.type)
 
     @property
     def duration_s(self) -> float:
@@ -515,70 +516,9 @@ def event_to_dict(ev: Event) -> dict[str, Any]:
     return out
 
 
-class _Invalid(Exception):
-    pass
-
-
 def _describe(value: object) -> str:
     text = repr(value)
     return (text[:60] + "…" if len(text) > 60 else text) + f" ({type(value).__name__})"
-
-
-def _convert(value: object, hint: Any, payload: bytes | None) -> object:
-    """Check one JSON value against a field's type hint and turn it into the field's value."""
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, payload)
-            except _Invalid:
-                pass
-        raise _Invalid(f"expected {' or '.join(_name(o) for o in options)}, got {_describe(value)}")
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise _Invalid(f"expected one of {', '.join(map(repr, allowed))}, got {_describe(value)}")
-        return value
-    if hint is bytes:
-        if not (isinstance(value, dict) and set(value) == {"bytes"} and type(value["bytes"]) is int):
-            raise _Invalid(f'expected {{"bytes": <length>}}, got {_describe(value)}')
-        if payload is None:
-            raise _Invalid("its bytes travel outside the dict: pass them in `payloads`")
-        if len(payload) != value["bytes"]:
-            raise _Invalid(f"the dict says {value['bytes']} bytes but the payload holds {len(payload)}")
-        return payload
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or not all(type(v) is int for v in value):
-            raise _Invalid(f"expected a list of integers, got {_describe(value)}")
-        return tuple(value)
-    if origin is Mapping:
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float | str | bool) for k, v in value.items()
-        ):
-            raise _Invalid(f"expected an object of numbers and strings, got {_describe(value)}")
-        return value
-    if hint is float:
-        if type(value) not in (int, float):
-            raise _Invalid(f"expected a number, got {_describe(value)}")
-        return float(value)  # type: ignore[arg-type]
-    if hint in (int, str, bool):
-        if type(value) is not hint:
-            raise _Invalid(f"expected {_name(hint)}, got {_describe(value)}")
-        return value
-    raise _Invalid(f"cannot read a field of type {hint!r}")  # pragma: no cover - a new field type
-
-
-def _name(hint: Any) -> str:
-    if hint is type(None):
-        return "null"
-    if hint is bytes:
-        return '{"bytes": <length>}'
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
 def event_from_dict(d: Mapping[str, Any], *, payloads: Mapping[str, bytes] | None = None) -> Event:
@@ -606,8 +546,10 @@ def event_from_dict(d: Mapping[str, Any], *, payloads: Mapping[str, bytes] | Non
             if f.default is MISSING and f.default_factory is MISSING:
                 raise EventError(f"{kind}: missing field {f.name!r}")
             continue
+        value = d[f.name]
         try:
-            kwargs[f.name] = _convert(d[f.name], hints[f.name], payloads.get(f.name))
-        except _Invalid as exc:
-            raise EventError(f"{kind}.{f.name}: {exc}") from None
+            kwargs[f.name] = convert(value, hints[f.name], payload=payloads.get(f.name))
+        except Invalid as exc:
+            problem = exc.problem or f"expected {exc.expected}, got {_describe(value)}"
+            raise EventError(f"{kind}.{f.name}: {problem}") from None
     return cls(**kwargs)

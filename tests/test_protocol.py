@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -21,6 +22,7 @@ from mio_agent.protocol import (
     pack_frame,
     unpack_frame,
 )
+from mio_agent.protocol.messages import Amount, Count, Resume
 
 
 def test_frame_round_trip_and_header_layout() -> None:
@@ -157,15 +159,15 @@ json_values = st.recursive(
 )
 
 
-_VALUES = {
-    "int": st.integers(0, 2**31),
-    "num": st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
-    "str": st.text(max_size=30),
-    "bool": st.booleans(),
-    "obj": st.fixed_dictionaries({"session": st.text(max_size=8), "last_seq": st.integers(0, 99)}),
+_VALUES: dict[Any, Any] = {
+    Count: st.integers(0, 2**31),
+    Amount: st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+    str: st.text(max_size=30),
+    bool: st.booleans(),
+    Resume: st.fixed_dictionaries({"session": st.text(max_size=8), "last_seq": st.integers(0, 99)}),
 }
-# a value of the wrong kind for each kind of field
-_WRONG = {"int": "7", "num": "1.5", "str": 5, "bool": 1, "obj": [1]}
+# a value of the wrong type for each type of field
+_WRONG: dict[Any, Any] = {Count: "7", Amount: "1.5", str: 5, bool: 1, Resume: [1]}
 
 
 @st.composite
@@ -173,9 +175,9 @@ def well_formed(draw: st.DrawFn) -> dict[str, object]:
     """A message exactly as docs/protocol.md describes one: its type, its required fields, some optional ones."""
     kind = draw(st.sampled_from(sorted(CLIENT_MESSAGES)))
     msg: dict[str, object] = {"type": kind}
-    for name, (field_kind, required) in CLIENT_MESSAGES[kind].items():
+    for name, (hint, required) in CLIENT_MESSAGES[kind].items():
         if required or draw(st.booleans()):
-            msg[name] = draw(_VALUES[field_kind])
+            msg[name] = draw(_VALUES[hint])
     if draw(st.booleans()):
         msg["id"] = draw(st.text(max_size=12))
     return msg

@@ -7,10 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from mio_agent.model.batch_scheduler import BatchedSlot, BatchScheduler
 from mio_agent.model.static_llama import StaticCache, StaticLlama
 
 if TYPE_CHECKING:
@@ -21,9 +22,11 @@ __all__ = [
     "DecodeSlot",
     "FastPath",
     "FastPathInfo",
+    "Slot",
     "fast_path_for",
     "prepare_fast_path",
     "prepare_for_config",
+    "uses_static",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,21 @@ class FastPathInfo:
             parts.append("torch.compile")
         parts.append(f"ready in {self.capture_s:.2f} s")
         return ", ".join(parts) + "".join(f"; {n}" for n in self.notes)
+
+
+class Slot(Protocol):
+    """What a conversation's decode loop drives: its own cache and step, or a row of the batched decode."""
+
+    @property
+    def positions(self) -> int: ...
+
+    def prefill(self, ids: Sequence[int], start: int) -> torch.Tensor: ...
+
+    def decode(self, token: torch.Tensor, pos: int) -> torch.Tensor: ...
+
+    def to_host(self, token: torch.Tensor) -> None: ...
+
+    def read_host(self) -> int: ...
 
 
 class DecodeSlot:
@@ -134,7 +152,15 @@ class FastPath:
     are open at once than ever before, never per turn.
     """
 
-    def __init__(self, lm: LoadedModel, *, cuda_graphs: bool = True, compile: bool = False) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        *,
+        cuda_graphs: bool = True,
+        compile: bool = False,
+        batch_rows: int = 0,
+        batch_positions: int = 0,
+    ) -> None:
         self._lm = lm
         with torch.inference_mode():
             self.static = StaticLlama(lm.model)
@@ -148,6 +174,11 @@ class FastPath:
             self._step = self._compiled()
         self._free: list[DecodeSlot] = []
         self._lock = threading.Lock()
+        self.scheduler: BatchScheduler | None = None
+        """With `engine.batch_sessions`: every conversation is a row of one batched decode step."""
+        if batch_rows > 0:
+            self.scheduler = BatchScheduler(self.static, batch_rows, batch_positions)
+            self.info.notes.append(f"batched decode of up to {batch_rows} conversations")
 
     def _compiled(self) -> StepFn | None:
         try:
@@ -173,16 +204,26 @@ class FastPath:
                     self.info.cuda_graphs = False
             return DecodeSlot(self.static, positions, self._step, graph=False)
 
-    def acquire(self, positions: int) -> DecodeSlot:
-        """A slot with a cache of `positions`, from the pool or newly made (captured)."""
+    def acquire(self, positions: int) -> Slot:
+        """A slot with a cache of `positions`: a row of the batched decode (BatchFull when all are
+        taken), or one from the pool or newly made (captured)."""
+        if self.scheduler is not None and positions == self.scheduler.positions:
+            return self.scheduler.acquire()
+        return self._acquire_own(positions)
+
+    def _acquire_own(self, positions: int) -> DecodeSlot:
         with self._lock:
             for i, slot in enumerate(self._free):
                 if slot.positions == positions:
                     return self._free.pop(i)
         return self._new_slot(positions)
 
-    def release(self, slot: DecodeSlot) -> None:
+    def release(self, slot: Slot) -> None:
         """Give a slot back; beyond the pool's size it is dropped and its memory freed."""
+        if isinstance(slot, BatchedSlot):
+            slot.scheduler.release(slot)
+            return
+        assert isinstance(slot, DecodeSlot)
         with self._lock:
             if len(self._free) < POOL_SIZE:
                 self._free.append(slot)
@@ -190,7 +231,16 @@ class FastPath:
     def warm(self, positions: int, slots: int = 1) -> FastPathInfo:
         """Compile and capture now (at load), so no user turn pays for it; `info.capture_s` says how long."""
         t0 = time.perf_counter()
-        made = [self.acquire(positions) for _ in range(slots)]
+        if self.scheduler is not None and positions == self.scheduler.positions:
+            # one batched step now: kernels chosen and memory taken before the first user's turn
+            row = self.scheduler.acquire()
+            try:
+                row.decode(torch.zeros(1, dtype=torch.long, device=self.static.device), 0)
+            finally:
+                self.scheduler.release(row)
+            self.info.capture_s = time.perf_counter() - t0
+            return self.info
+        made = [self._acquire_own(positions) for _ in range(slots)]
         if not any(slot.captured for slot in made) and self._step is not None:
             # no graph was captured, so nothing ran the compiled step yet: compile it now
             with torch.inference_mode():
@@ -214,21 +264,44 @@ def fast_path_for(lm: LoadedModel) -> FastPath:
 
 
 def prepare_fast_path(
-    lm: LoadedModel, *, positions: int, cuda_graphs: bool = True, compile: bool = False, slots: int = 1
+    lm: LoadedModel,
+    *,
+    positions: int,
+    cuda_graphs: bool = True,
+    compile: bool = False,
+    slots: int = 1,
+    batch_sessions: int = 0,
 ) -> FastPathInfo:
-    """Set the model's fast path up and capture `slots` slots of `positions` now (called at load)."""
+    """Set the model's fast path up and capture `slots` slots of `positions` now (called at load);
+    with `batch_sessions`, conversations of `positions` are rows of one batched decode instead."""
     with _LOCK:
         if lm.fast is None:
-            lm.fast = FastPath(lm, cuda_graphs=cuda_graphs, compile=compile)
+            lm.fast = FastPath(
+                lm,
+                cuda_graphs=cuda_graphs,
+                compile=compile,
+                batch_rows=batch_sessions,
+                batch_positions=positions,
+            )
         fast: FastPath = lm.fast
     return fast.warm(positions, slots)
 
 
+def uses_static(lm: LoadedModel, engine: EngineConfig) -> bool:
+    """Whether `engine.backend` decodes through the fast path on this device (batching needs it)."""
+    if engine.backend == "dynamic":
+        return False
+    return engine.backend == "static" or lm.device.type == "cuda" or engine.batch_sessions > 0
+
+
 def prepare_for_config(lm: LoadedModel, engine: EngineConfig) -> FastPathInfo | None:
     """At load: set the fast path up when `engine.backend` will use it on this device (None otherwise)."""
-    static = engine.backend == "static" or (engine.backend == "auto" and lm.device.type == "cuda")
-    if not static:
+    if not uses_static(lm, engine):
         return None
     return prepare_fast_path(
-        lm, positions=engine.max_context, cuda_graphs=engine.cuda_graphs, compile=engine.compile
+        lm,
+        positions=engine.max_context,
+        cuda_graphs=engine.cuda_graphs,
+        compile=engine.compile,
+        batch_sessions=engine.batch_sessions,
     )

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from mio_agent.events import Event, event_to_dict
 from mio_agent.exceptions import ProtocolError
+from mio_agent.fieldcheck import AtLeast, Finite, Invalid, convert
 
 __all__ = [
     "CLIENT_MESSAGES",
     "MAX_ID_CHARS",
     "MAX_TEXT_CHARS",
     "PROTOCOL_VERSION",
+    "Amount",
     "ClientMessage",
+    "Count",
+    "Resume",
     "decode_client_message",
     "encode_json",
     "error_message",
@@ -30,44 +33,45 @@ MAX_TEXT_CHARS = 20_000
 MAX_ID_CHARS = 128
 """Longest `id` a client may give a message."""
 
-_INT = "an integer"
-_NUM = "a number"
-_STR = "a string"
-_BOOL = "true or false"
+Count = Annotated[int, AtLeast(0)]
+"""A field holding an integer of 0 or more (a stream, a turn, a length)."""
+Amount = Annotated[float, Finite(), AtLeast(0)]
+"""A field holding a finite number of 0 or more (an integer too, unless too large for a float)."""
 
-# type -> field -> (kind, required); kinds: int (>= 0), num (>= 0, finite), str, bool, obj, id
-CLIENT_MESSAGES: dict[str, dict[str, tuple[str, bool]]] = {
+Resume = dict[str, Any]
+"""`hello.resume`: an object (its `session` and `last_seq` are checked with the hello)."""
+
+# type -> field -> (type hint, required); values are checked with `fieldcheck.convert`
+CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, bool]]] = {
     "hello": {
-        "protocol": ("int", True),
-        "client": ("str", False),
-        "token": ("str", False),
-        "mode": ("str", False),
-        "resume": ("obj", False),
+        "protocol": (Count, True),
+        "client": (str, False),
+        "token": (str, False),
+        "mode": (str, False),
+        "resume": (Resume, False),
     },
     "audio.start": {
-        "stream": ("int", True),
-        "sample_rate": ("int", True),
-        "channels": ("int", False),
-        "format": ("str", False),
+        "stream": (Count, True),
+        "sample_rate": (Count, True),
+        "channels": (Count, False),
+        "format": (str, False),
     },
-    "audio.end": {"stream": ("int", True)},
+    "audio.end": {"stream": (Count, True)},
     "video.start": {
-        "stream": ("int", True),
-        "width": ("int", True),
-        "height": ("int", True),
+        "stream": (Count, True),
+        "width": (Count, True),
+        "height": (Count, True),
     },
-    "video.end": {"stream": ("int", True)},
-    "text": {"text": ("str", True)},
-    "image": {"stream": ("int", True), "bytes": ("int", True), "name": ("str", False)},
-    "invoke": {"name": ("str", True), "text": ("str", False), "image_stream": ("int", False)},
+    "video.end": {"stream": (Count, True)},
+    "text": {"text": (str, True)},
+    "image": {"stream": (Count, True), "bytes": (Count, True), "name": (str, False)},
+    "invoke": {"name": (str, True), "text": (str, False), "image_stream": (Count, False)},
     "interrupt": {},
-    "playback": {"turn": ("int", True), "played_ms": ("num", True)},
-    "mute": {"muted": ("bool", True)},
-    "ping": {"nonce": ("str", False)},
+    "playback": {"turn": (Count, True), "played_ms": (Amount, True)},
+    "mute": {"muted": (bool, True)},
+    "ping": {"nonce": (str, False)},
 }
 """Every message a client may send, with its fields (besides `type` and an optional `id`)."""
-
-_EXPECT = {"int": _INT, "num": _NUM, "str": _STR, "bool": _BOOL, "obj": "an object"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +84,6 @@ class ClientMessage:
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.data.get(name, default)
-
-
-def _check(kind: str, value: Any) -> bool:
-    if kind == "int":
-        return type(value) is int and value >= 0
-    if kind == "num":
-        if type(value) is int:
-            # JSON has integers of any size; one beyond a float's range (1e309) is no usable number
-            try:
-                value = float(value)
-            except OverflowError:
-                return False
-        return type(value) is float and math.isfinite(value) and value >= 0
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "bool":
-        return type(value) is bool
-    return isinstance(value, dict)
 
 
 def _lone_surrogate(text: str) -> int | None:
@@ -185,28 +171,30 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
             ref=ref,
         )
     data: dict[str, Any] = {}
-    for name, (fkind, required) in spec.items():
+    for name, (hint, required) in spec.items():
         if name not in obj or obj[name] is None:
             if required:
                 raise ProtocolError(f"{kind}: missing field {name!r}", code="protocol.field", ref=ref)
             continue
-        if not _check(fkind, obj[name]):
+        value = obj[name]
+        try:
+            convert(value, hint)  # checked only: a number keeps its JSON type
+        except Invalid as exc:
             try:
-                shown = json.dumps(obj[name])[:40]
+                shown = json.dumps(value)[:40]
             except RecursionError:
-                shown = type(obj[name]).__name__
-            what = _EXPECT[fkind] + (" of 0 or more" if fkind in ("int", "num") else "")
+                shown = type(value).__name__
             raise ProtocolError(
-                f"{kind}.{name}: expected {what}, got {shown}", code="protocol.field", ref=ref
-            )
-        if fkind == "str" and len(obj[name]) > MAX_TEXT_CHARS:
+                f"{kind}.{name}: expected {exc.expected}, got {shown}", code="protocol.field", ref=ref
+            ) from None
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
             raise ProtocolError(
-                f"{kind}.{name}: {len(obj[name]):,} characters is over the limit of {MAX_TEXT_CHARS:,} "
+                f"{kind}.{name}: {len(value):,} characters is over the limit of {MAX_TEXT_CHARS:,} "
                 "characters for a text field",
                 code="protocol.field",
                 ref=ref,
             )
-        data[name] = obj[name]
+        data[name] = value
     if kind == "hello" and "resume" in data:
         resume = data["resume"]
         last_seq = resume.get("last_seq")

@@ -13,6 +13,7 @@ import socket
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -23,6 +24,7 @@ from mio_agent import __version__
 from mio_agent.config import ServerConfig
 from mio_agent.engine import ReplyOptions
 from mio_agent.exceptions import ConfigError, ProtocolError
+from mio_agent.model.batch_scheduler import BatchFull
 from mio_agent.protocol import ClientMessage
 from mio_agent.protocol.inbound import (
     InputLimits,
@@ -35,6 +37,7 @@ from mio_agent.protocol.inbound import (
 from mio_agent.protocol.messages import encode_json, welcome_message
 from mio_agent.runtime.net.ws_channel import Channel, Outbox
 from mio_agent.runtime.voice.hub import SessionHub
+from mio_agent.runtime.voice.session import Session
 
 __all__ = ["LOOPBACK", "WEB_ROOT", "WS_PATH", "MioServer"]
 
@@ -351,7 +354,7 @@ class MioServer:
             if evicted is not None:
                 log.info("closing detached session %s to make room for a new one", evicted.session.id)
                 await self._close_channel(evicted)
-            session = await self.hub.open(mode=mode, reply_options=self.reply_options)
+            session = await self._open_session(mode, msg.id)
             channel = Channel(session, self.cfg.replay_events)
             channel.attach(outbox, peer, None)
             self.channels[session.id] = channel
@@ -360,6 +363,23 @@ class MioServer:
             if self._opening[peer] <= 0:
                 del self._opening[peer]
         return channel, False, [], 0
+
+    async def _open_session(self, mode: Any, ref: str | None) -> Session:
+        """A new session; when every row of the batched decode is taken, a detached session's row is
+        freed (the oldest), and without one the client is refused now rather than everyone slowed."""
+        while True:
+            try:
+                return await self.hub.open(mode=mode, reply_options=self.reply_options)
+            except BatchFull as exc:
+                detached = [c for c in self.channels.values() if not c.attached]
+                if not detached:
+                    raise ProtocolError(
+                        f"the server is full: {exc}; try later", code="limit.server", ref=ref
+                    ) from None
+                oldest = min(detached, key=lambda c: c.detached_at if c.detached_at is not None else math.inf)
+                del self.channels[oldest.session.id]
+                log.info("closing detached session %s: its decode row is needed", oldest.session.id)
+                await self._close_channel(oldest)
 
     async def _handle(self, ws: ServerConnection) -> None:
         peer = str(ws.remote_address[0]) if ws.remote_address else "?"

@@ -136,6 +136,8 @@ class SessionHub:
         """The live session `session_id`, or a new one (resuming its log folder if it exists)."""
         if session_id is not None and session_id in self._sessions:
             return self._sessions[session_id]
+        # refused before a log folder is made for a session that cannot be served
+        self.res.check_room()
         session_log: SessionLog | None = None
         if self.log_root is not None:
             config = self.res.config.to_dict()
@@ -151,9 +153,15 @@ class SessionHub:
                     )
                 )
             session_id = session_log.session_id
-        session = Session(
-            self.res, session_id=session_id, mode=mode, playback=playback, reply_options=reply_options
-        )
+        try:
+            session = Session(
+                self.res, session_id=session_id, mode=mode, playback=playback, reply_options=reply_options
+            )
+        except BaseException:
+            # no session (e.g. every row of the batched decode is taken): its log must not stay open
+            if session_log is not None:
+                await asyncio.to_thread(session_log.close, "error")
+            raise
         if session_log is not None:
             if session_log.store is not None:
                 await asyncio.to_thread(_restore, session, session_log)

@@ -89,6 +89,12 @@ class Resources:
             seed=seed,
         )
 
+    def check_room(self) -> None:
+        """Raise BatchFull when a new conversation would find no row of the batched decode free."""
+        fast = self.lm.fast
+        if fast is not None and fast.scheduler is not None:
+            fast.scheduler.check_room()
+
     def image_codec(self) -> ImageCodec:
         """The SEED-2 image codec with its diffusion decoder (loaded on the first call, thread-safe)."""
         with self._image_lock:
