@@ -77,3 +77,27 @@ async def test_bf16_graph_decode_runs_at_mio_7b_layout(lm: LoadedModel) -> None:
         assert result.reason in ("stop", "length") and result.decode_tokens > 0
     finally:
         engine.close()
+
+
+async def test_batched_graph_replies_equal_each_conversation_alone(lm: LoadedModel) -> None:
+    import asyncio
+
+    batched = shaped_model("bench", device="cuda", dtype="float32")
+    info = prepare_fast_path(batched, positions=512, cuda_graphs=True, batch_sessions=3)
+    scheduler = batched.fast.scheduler
+    assert scheduler is not None and scheduler.captured, info.describe()
+    opts = ReplyOptions(sampling=GREEDY, max_new_tokens=24, allow_speech=False, allow_image=False)
+    prompts = ["hello", "a longer question about the sea", "hi"]
+    rows = [ConversationEngine(batched, mode="std", max_context=512) for _ in prompts]
+    alone = [ConversationEngine(lm, mode="std", backend="static") for _ in prompts]
+    try:
+        for k in range(2):
+            got = await asyncio.gather(
+                *(e.reply(user(f"{p} {k}"), opts).wait() for e, p in zip(rows, prompts, strict=True))
+            )
+            want = [await e.reply(user(f"{p} {k}"), opts).wait() for e, p in zip(alone, prompts, strict=True)]
+            assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    finally:
+        for e in rows + alone:
+            e.close()
+        scheduler.close()

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from mio_agent.exceptions import EngineBusyError, MioAgentError
-from mio_agent.model.batched import BatchedKV, decode_batch
+from mio_agent.model.batched import BatchedKV, BatchStep
 from mio_agent.model.static_llama import StaticLlama
 
 __all__ = ["BatchClosed", "BatchFull", "BatchScheduler", "BatchedSlot", "Iteration"]
@@ -70,7 +70,9 @@ class BatchScheduler:
     so one newcomer's prompt never stalls the others' audio for more than one chunk.
     """
 
-    def __init__(self, static: StaticLlama, rows: int, positions: int, *, prefill_chunk: int = 256) -> None:
+    def __init__(
+        self, static: StaticLlama, rows: int, positions: int, *, prefill_chunk: int = 256, graph: bool = False
+    ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be at least 1, not {prefill_chunk}")
         self.static = static
@@ -79,6 +81,13 @@ class BatchScheduler:
         self.prefill_chunk = prefill_chunk
         with torch.inference_mode():  # the pool is only ever written by the worker, in inference mode
             self.pool = BatchedKV(static, rows, positions)
+            self.capture_error: str | None = None
+            """Why the step could not be captured as a CUDA graph (it then runs eagerly)."""
+            try:
+                self._step = BatchStep(static, self.pool, graph=graph)
+            except Exception as exc:  # a failed capture leaves the eager step working, and says why
+                self.capture_error = f"{type(exc).__name__}: {exc}"
+                self._step = BatchStep(static, self.pool, graph=False)
         # for tests and benchmarks: batched decode forwards run, decode requests served, chunks run
         self.steps = self.rows_decoded = self.prefill_chunks = 0
         self.trace: deque[Iteration] = deque(maxlen=TRACE_LENGTH)
@@ -91,6 +100,11 @@ class BatchScheduler:
         self._busy = False  # the worker is inside a pass (between taking work and finishing it)
         self._thread = threading.Thread(target=self._run, name="mio-batch-scheduler", daemon=True)
         self._thread.start()
+
+    @property
+    def captured(self) -> bool:
+        """Whether the batched step replays a CUDA graph."""
+        return self._step.captured
 
     @property
     def free_rows(self) -> int:
@@ -222,9 +236,7 @@ class BatchScheduler:
             positions = [asked.get(row, self.pool.trash) for row in range(self.rows)]
             rows = torch.tensor([r.row for r in decodes], device=dev)
             fed = torch.cat([r.token.reshape(1).to(dev) for r in decodes if r.token is not None])
-            tokens = torch.zeros(self.rows, dtype=torch.long, device=dev).index_copy_(0, rows, fed)
-            pos = torch.tensor(positions, dtype=torch.long, device=dev)
-            out = decode_batch(self.static, tokens, pos, self.pool)
+            out = self._step(rows, fed, positions)
         except Exception as exc:  # the requesters of this step get the error; the loop goes on
             for r in decodes:
                 r.finish(None, exc)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from mio_agent.model.static_llama import StaticCache, StaticLlama
 
-__all__ = ["BatchedKV", "decode_batch"]
+__all__ = ["BatchStep", "BatchedKV", "decode_batch"]
 
 
 class _RowCache(StaticCache):
@@ -110,3 +112,56 @@ def decode_batch(
         gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
         x = x + F.linear(F.silu(gate) * up, layer.down)
     return F.linear(static._rms(x, static.norm), static.lm_head).float()
+
+
+# eager runs before a capture: kernels chosen, allocator warmed
+_WARMUP_STEPS = 3
+
+
+class BatchStep:
+    """The batched decode step reading its ids and positions from device buffers, so that on CUDA it
+    is captured once as a graph and each step costs one replay whatever the model's depth.
+
+    The warm-up and capture run every row at the trash position: no conversation's keys are touched.
+    """
+
+    def __init__(self, static: StaticLlama, pool: BatchedKV, *, graph: bool) -> None:
+        self.static = static
+        self.pool = pool
+        dev = static.device
+        self.tokens = torch.zeros(pool.rows, dtype=torch.long, device=dev)
+        self.pos = torch.full((pool.rows,), pool.trash, dtype=torch.long, device=dev)
+        self._graph: Any = None
+        self._out: torch.Tensor | None = None
+        if graph:
+            self._capture()
+
+    @property
+    def captured(self) -> bool:
+        return self._graph is not None
+
+    def _capture(self) -> None:
+        dev = self.static.device
+        side = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(_WARMUP_STEPS):
+                decode_batch(self.static, self.tokens, self.pos, self.pool)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the conversations' threads may use the GPU (sampling) while this captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self._out = decode_batch(self.static, self.tokens, self.pos, self.pool)
+        self._graph = graph
+
+    def __call__(self, rows: torch.Tensor, fed: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """Feed `fed[i]` to row `rows[i]`; `positions` holds every row's position (the trash for idle
+        rows). The logits [rows, vocab]: on CUDA a buffer the next step overwrites."""
+        self.tokens.zero_()
+        self.tokens.index_copy_(0, rows, fed)
+        self.pos.copy_(torch.tensor(positions, dtype=torch.long))
+        if self._graph is None:
+            return decode_batch(self.static, self.tokens, self.pos, self.pool)
+        self._graph.replay()
+        assert self._out is not None
+        return self._out

@@ -177,8 +177,15 @@ class FastPath:
         self.scheduler: BatchScheduler | None = None
         """With `engine.batch_sessions`: every conversation is a row of one batched decode step."""
         if batch_rows > 0:
-            self.scheduler = BatchScheduler(self.static, batch_rows, batch_positions)
-            self.info.notes.append(f"batched decode of up to {batch_rows} conversations")
+            self.scheduler = BatchScheduler(self.static, batch_rows, batch_positions, graph=self._graphs)
+            how = "as a CUDA graph" if self.scheduler.captured else "eagerly"
+            self.info.notes.append(f"batched decode of up to {batch_rows} conversations, {how}")
+            if self.scheduler.captured:
+                self.info.cuda_graphs = True
+            if self.scheduler.capture_error is not None:
+                self.info.notes.append(
+                    f"CUDA graph capture of the batched step failed ({self.scheduler.capture_error})"
+                )
 
     def _compiled(self) -> StepFn | None:
         try:
