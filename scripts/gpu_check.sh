@@ -20,6 +20,19 @@ log="$OUT/gpu_check.log"
     tree=build/gpu && rm -rf "$tree" && mkdir -p "$tree/mio_agent"
     for entry in mio_agent/*; do ln -s "$PWD/$entry" "$tree/mio_agent/$(basename "$entry")"; done
     for sub in runtime plugins tui; do ln -s "$PWD/$sub" "$tree/mio_agent/$sub"; done
+    # the entry points (the runtime's benchmarks, the built-in plugins) as pip would record them
+    python - "$tree" <<'PY'
+import sys, tomllib
+from pathlib import Path
+meta = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+info = Path(sys.argv[1]) / f"mio_agent-{meta.get('version', '0')}.dist-info"
+info.mkdir(parents=True, exist_ok=True)
+(info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: mio-agent\nVersion: {meta.get('version', '0')}\n")
+groups = meta.get("entry-points", {})
+(info / "entry_points.txt").write_text(
+    "".join(f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n" for g, eps in groups.items())
+)
+PY
     export PYTHONPATH="$PWD/$tree:$PWD"
 } 2>&1 | tee "$log"
 export PYTHONPATH="$PWD/build/gpu:$PWD"
@@ -35,6 +48,8 @@ bench() { timeout "$1" python -m mio_agent.cli.main "${@:2}"; }
     bench 300 bench codecs --device cuda --json | tee "$OUT/codecs_cuda.json"
 } 2>&1 | tee -a "$log"
 {
+    echo "== bench serve, mio-7b on CUDA: sessions batched vs each alone"
+    bench 420 bench serve --shape mio-7b --device cuda --sessions 1,8,32 --json | tee "$OUT/serve_mio7b.json"
     echo "== bench voice, mio-7b on CUDA: end of speech to first audio through the runtime"
     bench 300 bench voice --shape mio-7b --device cuda --quick --json | tee "$OUT/voice_mio7b.json"
 } 2>&1 | tee -a "$log"
