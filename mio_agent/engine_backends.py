@@ -164,6 +164,8 @@ class StaticBackend:
         pos = start + len(job.pending)
         job.prefill_s = time.perf_counter() - t0
         t1 = time.perf_counter()
+        # in a batched decode, the step waits for every row inside this loop: say when we are
+        slot.decoding(True)
         try:
             token = job.sampler.select_tensor(job.constraint.apply(logits))
             for _ in range(job.max_new_tokens):
@@ -194,6 +196,7 @@ class StaticBackend:
                 pos += 1
                 token = job.sampler.select_tensor(job.constraint.apply(logits))
         finally:
+            slot.decoding(False)
             job.decode_s = time.perf_counter() - t1
 
     def close(self) -> None:

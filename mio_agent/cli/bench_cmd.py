@@ -45,7 +45,13 @@ def register(sub: Any) -> None:
     p.add_argument("--compile", action="store_true", help="engine: torch.compile the static decode step")
     p.add_argument("--dtype", default="auto", help="engine: float32, bfloat16, float16 (auto: the shape's)")
     p.add_argument("--minutes", type=float, default=None, help="soak: how long the clients act (default 10)")
-    p.add_argument("--sessions", type=int, default=None, help="soak: concurrent client sessions (default 8)")
+    p.add_argument(
+        "--sessions",
+        type=_sessions,
+        default=None,
+        help="soak: concurrent client sessions, one number (default 8); serve: the counts of sessions "
+        "to measure, e.g. 1,8,32,64 (default 1,4)",
+    )
     p.set_defaults(func=run)
 
 
@@ -82,6 +88,16 @@ def _engine(args: argparse.Namespace) -> dict[str, Any]:
     figures.update(asyncio.run(bench_engine_fast(lm, **fast_kwargs)))
     figures.update({"shape": args.shape, "build_s": round(build_s, 1), "sizes": describe_shape(args.shape)})
     return figures
+
+
+def _sessions(text: str) -> str:
+    """`--sessions`: one positive count ("8") or a comma-separated list of them ("1,8,32,64")."""
+    parts = text.replace(" ", "").split(",")
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive count or a comma-separated list of them (e.g. 8 or 1,8,32,64), not {text!r}"
+        )
+    return ",".join(str(int(part)) for part in parts)
 
 
 def run(args: argparse.Namespace) -> int:

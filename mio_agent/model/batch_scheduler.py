@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from bisect import insort
 from collections import deque
 from collections.abc import Sequence
@@ -19,6 +20,9 @@ __all__ = ["BatchClosed", "BatchFull", "BatchScheduler", "BatchedSlot", "Iterati
 
 # iterations kept in `BatchScheduler.trace`: enough to read what just happened, bounded for a server
 TRACE_LENGTH = 64
+GATHER_S = 0.05
+"""Longest a decode step waits for a row inside a reply that has not asked for its step yet (its thread
+may be held up): past it, the rows that asked go ahead. Normally every such row asks within a step."""
 
 
 class BatchFull(MioAgentError):
@@ -71,7 +75,14 @@ class BatchScheduler:
     """
 
     def __init__(
-        self, static: StaticLlama, rows: int, positions: int, *, prefill_chunk: int = 256, graph: bool = False
+        self,
+        static: StaticLlama,
+        rows: int,
+        positions: int,
+        *,
+        prefill_chunk: int = 256,
+        graph: bool = False,
+        gather_s: float = GATHER_S,
     ) -> None:
         if prefill_chunk < 1:
             raise ValueError(f"prefill_chunk must be at least 1, not {prefill_chunk}")
@@ -79,6 +90,7 @@ class BatchScheduler:
         self.rows = rows
         self.positions = positions
         self.prefill_chunk = prefill_chunk
+        self.gather_s = gather_s
         with torch.inference_mode():  # the pool is only ever written by the worker, in inference mode
             self.pool = BatchedKV(static, rows, positions)
             self.capture_error: str | None = None
@@ -98,6 +110,9 @@ class BatchScheduler:
         self._closed = False
         self._paused = False
         self._busy = False  # the worker is inside a pass (between taking work and finishing it)
+        self._active: set[int] = set()
+        """Rows inside a reply's decode loop: each will ask for its next step as soon as it has sampled."""
+        self._gather_until = 0.0
         self._thread = threading.Thread(target=self._run, name="mio-batch-scheduler", daemon=True)
         self._thread.start()
 
@@ -174,6 +189,39 @@ class BatchScheduler:
     def _pending(self) -> int:
         return len(self._decodes) + len(self._prefills)
 
+    def decoding(self, row: int, active: bool) -> None:
+        """Row `row` enters (True) or leaves (False) a reply's decode loop. The decode step waits for
+        every row inside one (up to `gather_s`), so replies running together share each step instead
+        of taking turns; a row that leaves is no longer waited for."""
+        with self._cond:
+            if active:
+                self._active.add(row)
+            else:
+                self._active.discard(row)
+            self._cond.notify_all()
+
+    def _decodes_ready(self) -> bool:
+        if not self._decodes:
+            return False
+        return self._active <= self._decodes.keys() or time.monotonic() >= self._gather_until
+
+    def _next_pass(self) -> tuple[list[_Request], _Request | None]:
+        """Wait (holding the condition) for the next pass's work: the decode step once every active
+        row has asked for it (or `gather_s` passed), and/or one prefill chunk, which never waits."""
+        while not self._closed:
+            if not self._paused:
+                ready = self._decodes_ready()
+                if ready or self._prefills:
+                    decodes = [self._decodes[row] for row in sorted(self._decodes)] if ready else []
+                    if ready:
+                        self._decodes.clear()
+                    return decodes, (self._prefills.popleft() if self._prefills else None)
+            wait = None
+            if self._decodes and not self._paused:
+                wait = max(self._gather_until - time.monotonic(), 0.0)
+            self._cond.wait(wait)
+        return [], None
+
     def _submit(self, request: _Request) -> torch.Tensor:
         with self._cond:
             if self._closed:
@@ -183,6 +231,8 @@ class BatchScheduler:
             if row in self._decodes or any(r.row == row for r in self._prefills):
                 raise EngineBusyError(f"row {row} already has a request running; one thread per slot")
             if request.token is not None:
+                if not self._decodes:
+                    self._gather_until = time.monotonic() + self.gather_s
                 self._decodes[row] = request
             else:
                 self._prefills.append(request)
@@ -194,14 +244,9 @@ class BatchScheduler:
             with torch.inference_mode():
                 while True:
                     with self._cond:
-                        self._cond.wait_for(
-                            lambda: self._closed or (not self._paused and self._pending() > 0)
-                        )
+                        decodes, chunk = self._next_pass()
                         if self._closed:
                             return
-                        decodes = [self._decodes[row] for row in sorted(self._decodes)]
-                        self._decodes.clear()
-                        chunk = self._prefills.popleft() if self._prefills else None
                         self._busy = True
                     try:
                         self._pass(decodes, chunk)
@@ -317,3 +362,7 @@ class BatchedSlot:
         if self._copied is not None:
             self._copied.synchronize()
         return int(self.host_token[0])
+
+    def decoding(self, active: bool) -> None:
+        """This row's reply enters or leaves its decode loop (see `BatchScheduler.decoding`)."""
+        self.scheduler.decoding(self.row, active)

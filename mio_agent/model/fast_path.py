@@ -72,6 +72,8 @@ class Slot(Protocol):
 
     def read_host(self) -> int: ...
 
+    def decoding(self, active: bool) -> None: ...
+
 
 class DecodeSlot:
     """One conversation's static cache and its decode step: a replayed CUDA graph, or the eager step.
@@ -142,6 +144,9 @@ class DecodeSlot:
         if self._copied is not None:
             self._copied.synchronize()
         return int(self.host_token[0])
+
+    def decoding(self, active: bool) -> None:
+        """A slot of its own has no one to keep in step with."""
 
 
 class FastPath:

@@ -858,6 +858,12 @@ def bench_soak_cli(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(getattr(args, "quick", False))
     minutes = getattr(args, "minutes", None)
     sessions = getattr(args, "sessions", None)
+    if isinstance(sessions, str):  # `--sessions` is text (bench serve takes a list): soak takes one count
+        if not sessions.isdigit():
+            from mio_agent.exceptions import ConfigError
+
+            raise ConfigError(f"bench soak: --sessions takes one count (e.g. 8), not a list ({sessions!r})")
+        sessions = int(sessions)
 
     async def main() -> dict[str, Any]:
         # SIGTERM stops the run through its cleanup (the broker it started goes too)

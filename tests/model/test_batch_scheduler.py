@@ -48,8 +48,8 @@ def _inference() -> Iterator[None]:
 def make(static: StaticLlama) -> Iterator[Make]:
     made: list[BatchScheduler] = []
 
-    def build(rows: int = 3, prefill_chunk: int = 256) -> BatchScheduler:
-        sched = BatchScheduler(static, rows, POSITIONS, prefill_chunk=prefill_chunk)
+    def build(rows: int = 3, prefill_chunk: int = 256, gather_s: float = 0.05) -> BatchScheduler:
+        sched = BatchScheduler(static, rows, POSITIONS, prefill_chunk=prefill_chunk, gather_s=gather_s)
         made.append(sched)
         return sched
 
@@ -286,3 +286,48 @@ def test_one_slot_driven_from_two_threads_is_refused(static: StaticLlama, make: 
         slot.decode(tok(2), 3)
     sched.resume()
     assert first.outcome().shape == (static.lm_head.shape[0],)
+
+
+def test_rows_inside_their_decode_loops_share_each_step(static: StaticLlama, make: Make) -> None:
+    # a long gather window: the step can only run once both rows asked (nothing here races a timer)
+    sched = make(rows=3, gather_s=TIMEOUT)
+    a, b, c = sched.acquire(), sched.acquire(), sched.acquire()
+    ids_a, ids_b, ids_c = prompt(static, 4, seed=80), prompt(static, 6, seed=81), prompt(static, 9, seed=82)
+    ref_a, ref_b = Ref(static, ids_a), Ref(static, ids_b)
+    a.prefill(ids_a, 0)
+    b.prefill(ids_b, 0)
+    a.decoding(True)
+    b.decoding(True)
+    sched.trace.clear()
+    t_a, t_b = int(ref_a.logits.argmax()), int(ref_b.logits.argmax())
+    first = Runner(lambda: a.decode(tok(t_a), len(ids_a)))
+    assert sched.wait_pending(1, timeout=TIMEOUT)
+    # while a waits for b, a newcomer's prefill is not held back
+    assert torch.equal(c.prefill(ids_c, 0), c.prefill(ids_c, 0))
+    second = Runner(lambda: b.decode(tok(t_b), len(ids_b)))
+    torch.testing.assert_close(first.outcome(), ref_a.feed(t_a), **TOL)
+    torch.testing.assert_close(second.outcome(), ref_b.feed(t_b), **TOL)
+    assert list(sched.trace) == [
+        Iteration(decoded=(), prefill=(c.row, 9)),
+        Iteration(decoded=(), prefill=(c.row, 9)),
+        Iteration(decoded=(a.row, b.row)),
+    ]
+    # b's reply ends: a is no longer held for it
+    b.decoding(False)
+    t_a = int(ref_a.logits.argmax())
+    torch.testing.assert_close(a.decode(tok(t_a), len(ids_a) + 1), ref_a.feed(t_a), **TOL)
+    assert sched.trace[-1] == Iteration(decoded=(a.row,))
+    a.decoding(False)
+
+
+def test_a_row_that_does_not_ask_in_time_is_not_waited_for(static: StaticLlama, make: Make) -> None:
+    sched = make(rows=2, gather_s=0.0)
+    a, b = sched.acquire(), sched.acquire()
+    ids = prompt(static, 5, seed=83)
+    ref = Ref(static, ids)
+    a.prefill(ids, 0)
+    a.decoding(True)
+    b.decoding(True)  # b is inside its loop but never asks: with no gather window, a goes alone
+    token = int(ref.logits.argmax())
+    torch.testing.assert_close(a.decode(tok(token), len(ids)), ref.feed(token), **TOL)
+    assert sched.trace[-1] == Iteration(decoded=(a.row,))
