@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -9,6 +10,8 @@ from typing import TextIO
 from mio_agent.events import AudioOut, ErrorEvent, Event, Metrics, TextDelta, Transcript, TurnEnded, UserTurn
 
 __all__ = ["EMBEDDED_SOUND_NOTE", "SessionReport", "TurnReport"]
+
+_USER_WAV = re.compile(r"user-(\d+)(?:\.\d+)?\.wav")
 
 # stages of the time to first audio, in the order they happen
 _STAGES = ("vad", "encode", "transcribe", "first_token", "first_audio")
@@ -98,6 +101,16 @@ class SessionReport:
                 out.write(line + "\n")
         if folder is not None:
             out.write(f"  session log: {folder} (events.jsonl, user-N.wav, assistant-N.wav)\n")
+            numbers = {t.turn for t in done}
+            for wav in sorted(folder.glob("user-*.wav")):
+                match = _USER_WAV.fullmatch(wav.name)
+                if (
+                    match
+                    and int(match.group(1)) not in numbers
+                    and int(match.group(1)) > max(numbers, default=0)
+                ):
+                    # the microphone stays open after the last turn: what it heard is kept (replay feeds it)
+                    out.write(f"  {wav.name}: microphone audio after the last turn (no turn began in it)\n")
         for label, path in (files or {}).items():
             out.write(f"  {label}: {path}\n")
         if embedded:

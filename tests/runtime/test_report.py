@@ -47,3 +47,21 @@ def test_run_ends_with_the_summary(espeak: Callable[..., Path], tmp_path: Path) 
     assert "1 turn, stopped after 1 turn (--turns)" in p.stderr
     assert "turn 1: heard" in p.stderr and "latency:" in p.stderr and "session log:" in p.stderr
     assert "random weights" in p.stderr
+
+
+def test_microphone_audio_after_the_last_turn_is_named_as_such(tmp_path: Path) -> None:
+    report = SessionReport()
+    for ev in (
+        UserTurn(session="s", turn=1, speech_s=1.0),
+        TurnEnded(session="s", turn=1, reason="completed", tokens=4),
+    ):
+        report.feed(ev)
+    for name in ("user-1.wav", "user-2.wav", "user-2.1.wav", "assistant-1.wav", "user-x.wav"):
+        (tmp_path / name).write_bytes(b"")
+    out = io.StringIO()
+    report.write(out, session="s", why="done", folder=tmp_path, embedded=False)
+    tail = [line.strip() for line in out.getvalue().splitlines() if "after the last turn" in line]
+    assert tail == [
+        "user-2.1.wav: microphone audio after the last turn (no turn began in it)",
+        "user-2.wav: microphone audio after the last turn (no turn began in it)",
+    ]
