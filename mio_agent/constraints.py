@@ -192,6 +192,15 @@ class MioConstraint:
         self.timbre = timbre
         self._masks = _masks_for(vocab)
         self._s = _State()
+        speech_fits = self.allow_speech and self._speech_open_cost() <= max_new_tokens
+        image_fits = self.allow_image and _IMAGE_BLOCK_COST + _STOP_COST <= max_new_tokens
+        if not (self.allow_text or speech_fits or image_fits):
+            # nothing but the stop token would fit: say so instead of ending the reply empty
+            raise ConfigError(
+                f"a reply of at most {max_new_tokens} new tokens has no room for its speech block: "
+                f"{min_speech_codes} code(s) in {'all four parts' if timbre else 'the content part'} need "
+                f"{self._speech_open_cost()} tokens; raise max_new_tokens or lower min_speech_codes"
+            )
 
     # -- inspection -------------------------------------------------------------------------
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -116,7 +117,8 @@ def test_std_replies_always_parse_whole(
     allow: tuple[bool, bool, bool],
 ) -> None:
     allow_text, allow_speech, allow_image = allow
-    c = MioConstraint(
+    make = functools.partial(
+        MioConstraint,
         vocab,
         mode="std",
         max_new_tokens=budget,
@@ -124,6 +126,12 @@ def test_std_replies_always_parse_whole(
         allow_speech=allow_speech,
         allow_image=allow_image,
     )
+    # a speech block needs 7 tokens (one code in four parts, <spch>, </spch>, a stop), an image 35
+    if not (allow_text or (allow_speech and budget >= 7) or (allow_image and budget >= 35)):
+        with pytest.raises(ConfigError, match="no room for its speech block"):
+            make()
+        return
+    c = make()
     ids = generate(c, bias_vector(vocab, biases), seed, sample)
     assert 1 <= len(ids) <= budget
     events = parse(vocab, byte_tokenizer, ids)
@@ -158,12 +166,13 @@ def test_voice_replies_are_one_speech_block(
     seed: int,
     sample: bool,
 ) -> None:
+    if budget < 7:
+        # no room for even one frame of four layers plus markers and a stop: refused, not an empty reply
+        with pytest.raises(ConfigError, match="need 7 tokens"):
+            MioConstraint(vocab, mode="voice", max_new_tokens=budget)
+        return
     c = MioConstraint(vocab, mode="voice", max_new_tokens=budget)
     ids = generate(c, bias_vector(vocab, biases), seed, sample)
-    if budget < 7:
-        # no room for even one frame of four layers plus markers and a stop: an empty reply
-        assert len(ids) == 1 and ids[0] in (vocab.im_end, vocab.eos)
-        return
     assert ids[0] == vocab.spch_start and ids[-2] == vocab.spch_end and ids[-1] in (vocab.im_end, vocab.eos)
     assert len(ids) <= budget
     events = parse(vocab, byte_tokenizer, ids)
@@ -183,15 +192,21 @@ def test_voice_replies_are_one_speech_block(
 def test_speech_length_limits(
     vocab: MioVocab, byte_tokenizer: ByteTokenizer, budget: int, lo: int, extra: int, seed: int
 ) -> None:
-    c = MioConstraint(
-        vocab, mode="voice", max_new_tokens=budget, min_speech_codes=lo, max_speech_codes=lo + extra
+    make = functools.partial(
+        MioConstraint,
+        vocab,
+        mode="voice",
+        max_new_tokens=budget,
+        min_speech_codes=lo,
+        max_speech_codes=lo + extra,
     )
-    ids = generate(c, bias_vector(vocab, {"content": 3.0}), seed, sample=True)
-    blocks = [e for e in parse(vocab, byte_tokenizer, ids) if isinstance(e, SpeechBlock)]
     if budget < 4 * lo + 3:
-        assert blocks == []
-    else:
-        assert len(blocks) == 1 and lo <= len(blocks[0].content) <= lo + extra
+        with pytest.raises(ConfigError, match=f"{lo} code\\(s\\) in all four parts need {4 * lo + 3} tokens"):
+            make()
+        return
+    ids = generate(make(), bias_vector(vocab, {"content": 3.0}), seed, sample=True)
+    blocks = [e for e in parse(vocab, byte_tokenizer, ids) if isinstance(e, SpeechBlock)]
+    assert len(blocks) == 1 and lo <= len(blocks[0].content) <= lo + extra
 
 
 def test_long_content_closes_exactly_at_the_budget(vocab: MioVocab, byte_tokenizer: ByteTokenizer) -> None:
@@ -494,7 +509,9 @@ def test_content_only_block_opens_when_its_content_end_and_stop_fit(
         return c.allowed_ids()
 
     assert first(fits) == [vocab.spch_start]
-    assert first(fits - 1) == [vocab.im_end]
+    # one token less: no block fits, and a reply that could only stop is refused, naming the need
+    with pytest.raises(ConfigError, match=f"{lo} code\\(s\\) in the content part need {fits} tokens"):
+        first(fits - 1)
 
 
 @pytest.mark.parametrize("budget", [4, 6, 9, 30])

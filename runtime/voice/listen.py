@@ -12,7 +12,7 @@ import numpy as np
 
 from mio_agent.config import AudioConfig
 from mio_agent.conversation import ImagePart, SpeechPart, Turn
-from mio_agent.runtime.audio.base import FRAME_MS, SAMPLE_RATE, AudioFrame
+from mio_agent.runtime.audio.base import SAMPLE_RATE, AudioFrame
 from mio_agent.runtime.voice.vad import SpeechEnded, SpeechFrame, SpeechStarted, VadSegmenter, make_detector
 
 if TYPE_CHECKING:
@@ -77,8 +77,11 @@ class Listener:
         self._interrupting = True
 
     def heard_ms(self, frame: AudioFrame) -> float:
-        """Milliseconds of speech heard in the current utterance, up to the end of `frame`."""
-        return self._min_speech_ms + (frame.t + FRAME_MS / 1000 - self._detected_at) * 1000.0
+        """Milliseconds of speech heard in the current utterance, up to the end of `frame`.
+
+        The confirming frame (at `detected_at`) ends the first `min_speech_ms`; each later frame adds
+        its own length."""
+        return self._min_speech_ms + (frame.t - self._detected_at) * 1000.0
 
     def _encode(self, samples: np.ndarray) -> None:
         enc = self._encoder
