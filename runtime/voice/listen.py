@@ -35,7 +35,6 @@ class Utterance:
     vad_s: float
     encode_s: float
     keyframes: tuple[int, ...]
-    prefill_task: asyncio.Task[tuple[int, float]] | None
     interrupted_agent: bool
 
 
@@ -61,7 +60,6 @@ class Listener:
         self._detected_at = 0.0
         self._images: tuple[tuple[int, ImagePart], ...] = ()
         self._interrupting = False
-        self.prefill_task: asyncio.Task[tuple[int, float]] | None = None
 
     @property
     def in_speech(self) -> bool:
@@ -103,7 +101,6 @@ class Listener:
                 self._codes, self._pending, self._staged = [], [], 0
                 self._detected_at = ev.detected_at
                 self._interrupting = False
-                self.prefill_task = None
                 for f in ev.frames:
                     self._encode(f.samples)
                 out.append("started")
@@ -140,14 +137,11 @@ class Listener:
             vad_s=max(ev.detected_at - ev.speech_end, 0.0),
             encode_s=encode_s,
             keyframes=tuple(k for k, _ in images if k >= 0),
-            prefill_task=self.prefill_task,
             interrupted_agent=self._interrupting,
         )
 
     def turn_so_far(self) -> Turn | None:
         """The utterance as a turn, when enough new codes arrived since the last one staged."""
-        if self.prefill_task is not None and not self.prefill_task.done():
-            return None
         if len(self._codes) - self._staged < STAGE_CODES:
             return None
         self._staged = len(self._codes)

@@ -43,6 +43,7 @@ from mio_agent.runtime.voice.agent_turn import AgentTurn, TurnInputTimes
 from mio_agent.runtime.voice.listen import Listener, Utterance
 from mio_agent.runtime.voice.playback import PlaybackControl, ReportedPlayback
 from mio_agent.runtime.voice.routing import TurnRouter
+from mio_agent.runtime.voice.staging import TurnPrefill
 from mio_agent.runtime.voice.visual import ImageInputs
 from mio_agent.store_records import new_session_id
 
@@ -103,6 +104,7 @@ class Session:
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix=f"mio-encode-{self.id[:8]}")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix=f"mio-decode-{self.id[:8]}")
         self.listener = Listener(res, cfg.audio, self._encode_pool)
+        self.prefill = TurnPrefill(self.engine)
         self.images = ImageInputs(res, cfg.camera, self._encode_pool)
         self.router = TurnRouter(
             res, self.images, session=self.id, mode=self.mode, publish=self.bus.publish, error=self._error
@@ -350,6 +352,7 @@ class Session:
         for heard in await self.listener.push(frame):
             if heard == "started":
                 self.bus.publish(UserSpeechStarted(session=self.id, turn=self._next_turn))
+                self.prefill.new_utterance()
                 self.listener.set_images(self.images.for_turn())
                 if not self.agent_active:
                     self._set_state("hearing")
@@ -367,28 +370,22 @@ class Session:
 
     def _stage_speech(self) -> None:
         """Prefill the speech heard so far while the user goes on speaking."""
-        if self.agent_active or self.engine.busy:
+        if self.agent_active or not self.prefill.can_stage():
             return
         turn = self.listener.turn_so_far()
-        if turn is None:
-            return
-        self.engine.stage_turn(turn)
-        self.listener.prefill_task = asyncio.create_task(self.engine.prefill())
+        if turn is not None:
+            self.prefill.stage(turn)
 
     async def _utterance(self, u: Utterance) -> None:
         self.bus.publish(UserSpeechEnded(session=self.id, turn=self._next_turn, duration_s=u.duration_s))
         if (self.agent_active or self.playback.playing()) and not u.interrupted_agent:
             # shorter than a barge-in (a backchannel, a cough) while the agent talks: not a turn
             self.ignored_utterances += 1
-            with contextlib.suppress(Exception):
-                if self.engine.staged is not None and not self.engine.busy:
-                    self.engine.stage_turn(None)
+            self.prefill.withdraw()
             return
         times = TurnInputTimes(u.ended_at, vad_s=u.vad_s, encode_s=u.encode_s)
-        if u.prefill_task is not None:
-            t0 = time.perf_counter()
-            await u.prefill_task
-            times.encode_s += time.perf_counter() - t0
+        # the turn's speech was prefilled while it was spoken: what is left of that prefill counts as encoding
+        times.encode_s += await self.prefill.settle()
         await self._start_turn(u.turn, times, speech_s=u.duration_s, keyframes=u.keyframes)
 
     # -- turns ------------------------------------------------------------------------------
@@ -410,10 +407,8 @@ class Session:
             )
         if self.listener.in_speech:
             self.listener.mark_interrupting()
-        prefill = self.listener.prefill_task
-        if prefill is not None and not prefill.done():
-            # the cut edits the history: let the prefill of the user's words finish first (ms)
-            await asyncio.wait({prefill})
+        # the cut edits the history: let the prefill of the user's words finish first (ms)
+        await self.prefill.quiesce()
         if agent is not None:
             await agent.interrupt()
         log.debug("session %s: turn %d interrupted (%s)", self.id, turn, reason)
@@ -432,9 +427,7 @@ class Session:
         if self.agent_active:
             await self.interrupt("new turn")
         self._record_exchange()
-        prefill = self.listener.prefill_task
-        if prefill is not None and not prefill.done():
-            await asyncio.wait({prefill})
+        await self.prefill.quiesce()
         n = self._next_turn
         self._next_turn += 1
         images = sum(isinstance(p, ImagePart) for p in turn.parts)

@@ -147,7 +147,6 @@ async def test_one_utterance_exactly(res: Resources, pool: ThreadPoolExecutor) -
     assert u.ended_at == 500.0
     assert u.encode_s == 0.25
     assert u.keyframes == ()
-    assert u.prefill_task is None
     assert u.interrupted_agent is False
 
 
@@ -191,7 +190,7 @@ async def test_the_speech_is_staged_every_chunk_of_codes(res: Resources, pool: T
     assert listener.turn_so_far() is None
 
 
-async def test_a_staged_turn_waits_for_the_prefill_of_the_last_one(
+async def test_each_chunk_is_staged_once_and_the_next_utterance_starts_fresh(
     res: Resources, pool: ThreadPoolExecutor
 ) -> None:
     listener = Listener(res, CFG, pool)
@@ -199,30 +198,16 @@ async def test_a_staged_turn_waits_for_the_prefill_of_the_last_one(
     await feed(listener, frames[:49], pool)
     first = listener.turn_so_far()
     assert first is not None and len(speech_of(first)) == 25
-    gate = asyncio.Event()
-
-    async def prefill() -> tuple[int, float]:
-        await gate.wait()
-        return 25, 0.0
-
-    task = asyncio.create_task(prefill())
-    listener.prefill_task = task
+    assert listener.turn_so_far() is None  # given once
     await feed(listener, frames[49:74], pool)  # codes 25-49 arrive at frame 73
-    assert listener.turn_so_far() is None  # the prefill still runs
-    gate.set()
-    await task
     second = listener.turn_so_far()
     assert second is not None and len(speech_of(second)) == 50
     happened = await feed(listener, frames[74:], pool)
     assert [i for i, _ in happened] == [139]
-    u = happened[0][1]
-    assert isinstance(u, Utterance) and u.prefill_task is task
-    # the next utterance starts with no prefill and nothing staged
+    # the next utterance stages from its own first codes
     happened = await feed(listener, signal(silence(20), tone(40), silence(30), first_index=150), pool)
     assert [i for i, _ in happened] == [177, 229]
-    assert listener.prefill_task is None
-    u2 = happened[1][1]
-    assert isinstance(u2, Utterance) and u2.prefill_task is None
+    assert listener.turn_so_far() is None
 
 
 async def test_turn_so_far_before_enough_codes(res: Resources, pool: ThreadPoolExecutor) -> None:
