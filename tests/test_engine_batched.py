@@ -92,3 +92,37 @@ def test_batching_needs_the_static_backend() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, overrides={"engine.batch_sessions": 2, "engine.backend": "dynamic"})
     assert "engine.batch_sessions" in str(info.value) and "engine.backend" in str(info.value)
+
+
+async def test_crops_and_cancels_keep_each_row_equal_to_its_conversation_alone(
+    batched: LoadedModel, alone: LoadedModel
+) -> None:
+    import torch
+
+    row = ConversationEngine(batched, mode="std", max_context=512)
+    other = ConversationEngine(batched, mode="std", max_context=512)  # decoding beside it
+    ref = ConversationEngine(alone, mode="std", max_context=512, backend="static")
+    opts = ReplyOptions(sampling=GREEDY, max_new_tokens=12, allow_speech=False, allow_image=False)
+    try:
+        for engine in (row, ref):
+            await engine.reply(user("first"), opts).wait()
+        # a cancel after the first delivered events: both keep exactly what was delivered
+        busy = other.reply(user("talk while the row is cut"), opts)
+        for engine in (row, ref):
+            stream = engine.reply(user("and then"), ReplyOptions(sampling=GREEDY, max_new_tokens=30))
+            async for _ in stream:
+                break
+            await stream.cancel()
+        await busy.wait()
+        assert row.ids == ref.ids
+        # a crop: the last reply cut to what was heard
+        for engine in (row, ref):
+            engine.replace_last_reply((TextPart("ok"),))
+        assert row.ids == ref.ids
+        torch.testing.assert_close(await row.peek_logits(), await ref.peek_logits(), atol=1e-4, rtol=1e-4)
+        got = await row.reply(user("after the cut"), opts).wait()
+        want = await ref.reply(user("after the cut"), opts).wait()
+        assert got.token_ids == want.token_ids
+    finally:
+        for engine in (row, other, ref):
+            engine.close()
