@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
-import ipaddress
 import logging
 import math
-import mimetypes
 import socket
 import time
 from collections import Counter
@@ -16,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from mio_agent import __version__
 from mio_agent.config import ServerConfig
@@ -35,6 +30,7 @@ from mio_agent.protocol.inbound import (
     welcome_limits,
 )
 from mio_agent.protocol.messages import encode_json, welcome_message
+from mio_agent.runtime.net.http_gate import LOOPBACK, WEB_ROOT, WS_PATH, HttpGate, close_reason
 from mio_agent.runtime.net.ws_channel import Channel, Outbox
 from mio_agent.runtime.voice.hub import SessionHub
 from mio_agent.runtime.voice.session import Session
@@ -43,46 +39,11 @@ __all__ = ["LOOPBACK", "WEB_ROOT", "WS_PATH", "MioServer"]
 
 log = logging.getLogger(__name__)
 
-WS_PATH = "/ws"
-"""Where clients open the WebSocket; every other path is the browser page's files."""
-WEB_ROOT = Path(__file__).parent / "web"
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 HELLO_TIMEOUT_S = 10.0
 KEEP_DETACHED_S = 300.0
 """How long a session without a connection waits for its client to resume (unless its room is needed
 sooner by a new session: then the oldest such session is closed)."""
 SEND_BUFFER = 64 * 1024
-
-
-def _is_ws(request: Request) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"
-
-
-def _host_name(authority: str) -> str:
-    """The host of a Host header (or of an Origin without its scheme): lower case, no port, no brackets."""
-    value = authority.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        return value[1:end] if end > 0 else value
-    name, sep, port = value.rpartition(":")
-    if sep and ":" not in name and (port.isdigit() or not port):
-        value = name
-    return value.rstrip(".")
-
-
-def _close_reason(text: str) -> str:
-    """The start of `text` that fits a close frame: at most 123 bytes of UTF-8, whole characters
-    (an error message may quote what the client sent, in any script)."""
-    return text.encode()[:123].decode("utf-8", "ignore")
-
-
-def _is_loopback(name: str) -> bool:
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 class _Connection:
@@ -149,15 +110,13 @@ class MioServer:
             )
         self.hub = hub
         self.cfg = cfg
-        self.web_root = web_root
+        self.gate = HttpGate(cfg, web_root)
         self.channels: dict[str, Channel] = {}
         self.reply_options = reply_options
         self._server: Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._opening: Counter[str] = Counter()
         """New sessions being opened now, by client address (they count as connected)."""
-        self._allowed_hosts = frozenset(_host_name(h) for h in cfg.allowed_hosts)
-        self._allowed_origins = frozenset(o.strip().lower().rstrip("/") for o in cfg.allowed_origins)
         self.port = 0
         # audio.end appends the silence that ends an utterance, with a margin over the detector's wait
         self.input_limits = InputLimits(end_silence_s=hub.res.config.audio.end_silence_ms / 1000 + 0.1)
@@ -168,7 +127,7 @@ class MioServer:
             self._handle,
             self.cfg.host,
             self.cfg.port,
-            process_request=self._process_request,
+            process_request=self.gate.process_request,
             max_size=self.cfg.max_message_bytes,
             max_queue=64,
             # no permessage-deflate: websockets 15 passes a compressed message a few bytes over
@@ -176,7 +135,7 @@ class MioServer:
             compression=None,
         )
         sock = next(iter(self._server.sockets))
-        self.port = int(sock.getsockname()[1])
+        self.port = self.gate.port = int(sock.getsockname()[1])
         self._reaper = asyncio.create_task(self._reap(), name="ws-reaper")
         return self.port
 
@@ -216,73 +175,6 @@ class MioServer:
                         await self._close_channel(channel)
                     except Exception:  # one session that cannot close must not stop the reaping of the rest
                         log.exception("session %s could not be closed", sid)
-
-    # -- HTTP: the browser page, and the checks before a WebSocket opens ---------------------
-    def _host_ok(self, request: Request) -> bool:
-        """Without a token, only names that reach this machine's loopback (or configured ones) may be
-        in Host: a DNS-rebound name (evil.example pointing at 127.0.0.1) is refused."""
-        if self.cfg.token:
-            return True  # the token is the check
-        host = request.headers.get("Host")
-        if host is None:
-            return False
-        name = _host_name(host)
-        return _is_loopback(name) or name in self._allowed_hosts
-
-    def _own_origins(self, connection: ServerConnection) -> set[str]:
-        """The Origins of pages this server itself serves: from the bound address, the address the
-        client reached, loopback names and `allowed_hosts`; never from the request's Host header."""
-        hosts = {"localhost", "127.0.0.1", "::1", self.cfg.host, *self._allowed_hosts}
-        local = connection.local_address
-        if local:
-            hosts.add(str(local[0]))
-            with contextlib.suppress(ValueError):
-                mapped = ipaddress.ip_address(str(local[0]))
-                if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
-                    hosts.add(str(mapped.ipv4_mapped))
-        origins = set()
-        for host in hosts - {"", "0.0.0.0", "::"}:
-            shown = f"[{host}]" if ":" in host else host
-            for scheme, default_port in (("http", 80), ("https", 443)):
-                origins.add(f"{scheme}://{shown}:{self.port}")
-                if self.port == default_port:
-                    origins.add(f"{scheme}://{shown}")
-        return origins
-
-    def _origin_ok(self, request: Request, connection: ServerConnection) -> bool:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True  # not a browser: the Host check (no token) or the token is the check
-        origin = origin.strip().lower().rstrip("/")
-        return origin in self._allowed_origins or origin in self._own_origins(connection)
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if not self._host_ok(request):
-            return connection.respond(
-                http.HTTPStatus.FORBIDDEN,
-                "this Host is not allowed: use localhost or a loopback address, or add it to "
-                "server.allowed_hosts\n",
-            )
-        path = request.path.split("?", 1)[0]
-        if _is_ws(request):
-            if path != WS_PATH:
-                return connection.respond(http.HTTPStatus.NOT_FOUND, f"the WebSocket is at {WS_PATH}\n")
-            if not self._origin_ok(request, connection):
-                return connection.respond(http.HTTPStatus.FORBIDDEN, "this Origin may not connect\n")
-            return None  # sessions are admitted at the hello, where a resume is known
-        return self._static(path)
-
-    def _static(self, path: str) -> Response:
-        name = "index.html" if path in ("/", "") else path.lstrip("/")
-        file = (self.web_root / name).resolve()
-        if self.web_root.resolve() not in file.parents or not file.is_file():
-            return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"not found\n")
-        body = file.read_bytes()
-        ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        headers = Headers(
-            [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")]
-        )
-        return Response(200, "OK", headers, body)
 
     # -- WebSocket ----------------------------------------------------------------------------
     async def _hello(self, ws: ServerConnection) -> ClientMessage:
@@ -400,7 +292,7 @@ class MioServer:
                 await ws.send(
                     encode_json({"type": "error", "seq": 0, "code": code, "message": text, "fatal": True})
                 )
-                await ws.close(4001 if code == "auth.token" else 4002, _close_reason(text))
+                await ws.close(4001 if code == "auth.token" else 4002, close_reason(text))
             return
         except ConnectionClosed:
             return
