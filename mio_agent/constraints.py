@@ -193,7 +193,7 @@ class MioConstraint:
         self._masks = _masks_for(vocab)
         self._s = _State()
         speech_fits = self.allow_speech and self._speech_open_cost() <= max_new_tokens
-        image_fits = self.allow_image and _IMAGE_BLOCK_COST + _STOP_COST <= max_new_tokens
+        image_fits = self.allow_image and max_new_tokens >= _IMAGE_BLOCK_COST + _STOP_COST
         if not (self.allow_text or speech_fits or image_fits):
             # nothing but the stop token would fit: say so instead of ending the reply empty
             raise ConfigError(

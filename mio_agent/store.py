@@ -4,43 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import functools
 import json
-import logging
 import math
-import queue
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mio_agent import store_queries
 from mio_agent.events import Event, event_to_dict
 from mio_agent.exceptions import StoreError
 from mio_agent.store_records import (
     SCHEMA_VERSION,
-    SELECT_INFO,
     MediaRecord,
     SessionData,
     SessionInfo,
     StoredEvent,
     TurnRecord,
-    check_schema,
     check_session_id,
     file_sha256,
-    info_from_row,
-    items_to_parts,
     new_session_id,
     pack_ids,
     parts_to_items,
     to_json,
-    unpack_ids,
 )
+
+# re-exported: it was defined here before the connection code moved to store_schema
+from mio_agent.store_schema import BUSY_TIMEOUT_S as BUSY_TIMEOUT_S
+from mio_agent.store_schema import connect
+from mio_agent.store_writer import StoreWriter
 
 if TYPE_CHECKING:
     from mio_agent.conversation import Part, Role
@@ -60,50 +56,12 @@ __all__ = [
     "new_session_id",
 ]
 
-log = logging.getLogger(__name__)
-
-BUSY_TIMEOUT_S = 120.0
-"""How long a connection waits for another's write lock before it gives up."""
-
 DB_NAME = "sessions.sqlite3"
 """The database's file name inside a store folder."""
 
 _MODES = ("std", "voice", "custom")
 _ROLES = ("user", "assistant")
 _T = TypeVar("_T")
-_SELECT_EVENTS_AFTER = "SELECT seq, json FROM events WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?"
-_SELECT_TURNS = "SELECT turn, role, token_ids, parts, reason, timings, recorded FROM turns WHERE session = ? ORDER BY turn"
-_HAS_SESSION = "SELECT 1 FROM sessions WHERE id = ?"
-_INSERT_EVENT = "INSERT INTO events (session, seq, turn, type, t, json) VALUES (?, ?, ?, ?, ?, ?)"
-
-
-# -- the writer thread's work items ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Insert:
-    ticket: int
-    row: tuple[str, int, int, str, float, str]
-
-
-@dataclass(slots=True)
-class _Flush:
-    future: Future[int]
-
-
-@dataclass(slots=True)
-class _Call:
-    sql: str
-    params: tuple[Any, ...]
-    session: str | None  # must exist
-    future: Future[int]
-
-
-class _Stop:
-    pass
-
-
-_Item = _Insert | _Flush | _Call | _Stop
 _OPEN: weakref.WeakSet[SessionStore] = weakref.WeakSet()
 
 
@@ -114,7 +72,7 @@ def _close_open_stores() -> None:
         store.close()
 
 
-class SessionStore:
+class SessionStore(StoreWriter):
     """Sessions, turns, events and media in `<folder>/sessions.sqlite3` (SQLite in WAL mode).
 
     Writes go through one writer thread that owns the write connection; any thread may call any
@@ -142,35 +100,16 @@ class SessionStore:
         queue_max: int = 8192,
     ) -> None:
         """Use `SessionStore.open`; this takes the database file's path."""
-        if commit_interval < 0 or batch_max < 1 or queue_max < 1:
-            raise StoreError("commit_interval must be >= 0 seconds, batch_max and queue_max >= 1")
-        self.path = path
+        super().__init__(path, commit_interval=commit_interval, batch_max=batch_max, queue_max=queue_max)
         self.root = path.parent
-        self._interval = commit_interval
-        self._batch_max = batch_max
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_max)
-        self._lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._next_seq: dict[str, int] = {}
-        self._tickets = 0
-        self._acked = 0
-        self._closed = False
-        self._error: StoreError | None = None
-        self._wconn = self._connect(path, writer=True)
         try:
-            self._rconn = self._connect(path, writer=False)
+            self._rconn = connect(path, writer=False)
         except BaseException:
             self._wconn.close()
             raise
-        # writer-thread state
-        self._in_tx = False
-        self._pending = 0
-        self._pending_ticket = 0
-        self._deadline = 0.0
-        self._thread = threading.Thread(
-            target=self._writer_main, name=f"mio-store-writer:{path}", daemon=True
-        )
-        self._thread.start()
+        self._start_writer()
         _OPEN.add(self)
 
     @classmethod
@@ -185,150 +124,7 @@ class SessionStore:
             raise StoreError(f"cannot create the session folder {db.parent}: {exc.strerror or exc}") from None
         return cls(db, **options)
 
-    # -- connections and schema -------------------------------------------------------------------
-
-    @staticmethod
-    def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
-        try:
-            # every session log holds its own connection to the one file: under load a writer may
-            # wait for the others' batches (10 s was seen to run out on 2 busy cores)
-            conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the session store {path}: {exc}") from None
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                log.warning("session store %s: WAL is unavailable here (journal mode %s)", path, mode)
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if writer:
-                check_schema(conn, path)
-            else:
-                conn.execute("PRAGMA query_only=ON")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreError(
-                f"{path} is not a usable session store ({exc}); move it away or choose another session dir"
-            ) from None
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    # -- writer thread ----------------------------------------------------------------------------
-
-    def _writer_main(self) -> None:
-        while True:
-            item = self._next_item()
-            if item is None:
-                self._commit()
-            elif isinstance(item, _Insert):
-                self._insert(item)
-            elif isinstance(item, _Flush):
-                self._commit()
-                if self._error is not None:
-                    item.future.set_exception(self._error)
-                else:
-                    item.future.set_result(self._acked)
-            elif isinstance(item, _Call):
-                self._commit()
-                self._run_call(item)
-            else:
-                self._commit()
-                return
-
-    def _next_item(self) -> _Item | None:
-        """The next queued item, or None when the open transaction is due for its commit."""
-        if not self._in_tx:
-            return self._queue.get()
-        if self._pending >= self._batch_max:
-            return None
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        try:
-            return self._queue.get(timeout=remaining)
-        except queue.Empty:
-            return None
-
-    def _insert(self, item: _Insert) -> None:
-        if self._error is not None:
-            return
-        try:
-            if not self._in_tx:
-                self._wconn.execute("BEGIN IMMEDIATE")
-                self._in_tx = True
-                self._deadline = time.monotonic() + self._interval
-            self._wconn.execute(_INSERT_EVENT, item.row)
-        except Exception as exc:  # whatever it is, the writer must live on to answer flush() and close()
-            self._fail(exc)
-            return
-        self._pending += 1
-        self._pending_ticket = item.ticket
-
-    def _commit(self) -> None:
-        if not self._in_tx:
-            return
-        try:
-            self._wconn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._fail(exc)
-            return
-        self._in_tx = False
-        self._pending = 0
-        self._acked = self._pending_ticket
-
-    def _run_call(self, item: _Call) -> None:
-        if self._error is not None:
-            item.future.set_exception(self._error)
-            return
-        conn = self._wconn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if item.session is not None and not conn.execute(_HAS_SESSION, (item.session,)).fetchone():
-                    raise StoreError(
-                        f"unknown session {item.session!r}: create it with create_session() first"
-                    )
-                count = conn.execute(item.sql, item.params).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except StoreError as exc:
-            item.future.set_exception(exc)
-        except Exception as exc:  # sqlite3 errors, or an integer out of SQLite's range
-            item.future.set_exception(StoreError(f"session store {self.path}: {exc}"))
-        else:
-            item.future.set_result(count)
-
-    def _fail(self, exc: Exception) -> None:
-        lost = self._pending
-        self._error = StoreError(
-            f"session store {self.path}: writing failed ({exc}); events up to #{self._acked} are saved, "
-            f"the {lost} after them are lost and nothing more is written. Check the disk, then reopen the store."
-        )
-        log.error("%s", self._error)
-        if self._in_tx:
-            with contextlib.suppress(sqlite3.Error):
-                self._wconn.execute("ROLLBACK")
-        self._in_tx = False
-        self._pending = 0
-
-    # -- producers --------------------------------------------------------------------------------
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise StoreError(f"session store {self.path} is closed")
-        if self._error is not None:
-            raise self._error
-
-    def _put(self, item: _Item) -> None:
-        with self._lock:
-            self._check_usable()
-            self._queue.put(item)
+    # -- events -----------------------------------------------------------------------------------
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_usable()
@@ -337,15 +133,6 @@ class SessionStore:
                 return fn(self._rconn)
             except sqlite3.Error as exc:
                 raise StoreError(f"session store {self.path}: reading failed: {exc}") from None
-
-    def _first_seq(self, session: str) -> int:
-        def query(conn: sqlite3.Connection) -> int:
-            if conn.execute(_HAS_SESSION, (session,)).fetchone() is None:
-                raise StoreError(f"unknown session {session!r}: create it with create_session() first")
-            row = conn.execute("SELECT MAX(seq) FROM events WHERE session = ?", (session,)).fetchone()
-            return 0 if row[0] is None else int(row[0]) + 1
-
-        return self._read(query)
 
     def _append(self, ev: Event, encoded: str | None, *, block: bool) -> int | None:
         line = encoded if encoded is not None else json.dumps(event_to_dict(ev), separators=(",", ":"))
@@ -359,22 +146,15 @@ class SessionStore:
             if seq is None:
                 if not block:
                     return None
-                seq = self._first_seq(ev.session)
+                seq = self._read(functools.partial(store_queries.first_seq, session=ev.session))
             if not -(1 << 63) <= ev.turn < 1 << 63:
                 raise StoreError(f"event {ev.type}: turn {ev.turn} is out of range")
-            ticket = self._tickets + 1
             # SQLite turns NaN into NULL: keep a usable number in the column, the JSON keeps the original
             t = ev.t if math.isfinite(ev.t) else 0.0
-            item = _Insert(ticket, (ev.session, seq, ev.turn, ev.type, t, line))
-            if block:
-                self._queue.put(item)
-            else:
-                try:
-                    self._queue.put_nowait(item)
-                except queue.Full:
-                    return None
+            ticket = self._queue_insert((ev.session, seq, ev.turn, ev.type, t, line), block=block)
+            if ticket is None:
+                return None
             self._next_seq[ev.session] = seq + 1
-            self._tickets = ticket
             return ticket
         finally:
             self._lock.release()
@@ -393,23 +173,6 @@ class SessionStore:
     def try_append_event(self, ev: Event, *, encoded: str | None = None) -> int | None:
         """`append_event` that never waits: None when it would (full queue, busy lock, uncached session)."""
         return self._append(ev, encoded, block=False)
-
-    @property
-    def acked(self) -> int:
-        """The highest ticket committed: every event with a ticket up to it is on disk."""
-        return self._acked
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Commit everything appended so far and wait for it; returns `acked`."""
-        future: Future[int] = Future()
-        self._put(_Flush(future))
-        return future.result(timeout)
-
-    def _write(self, sql: str, params: tuple[Any, ...], *, session: str | None = None) -> int:
-        """Run one statement in its own committed transaction; its row count. `session` must exist."""
-        future: Future[int] = Future()
-        self._put(_Call(sql, params, session, future))
-        return future.result()
 
     def create_session(
         self, mode: str = "voice", config: Mapping[str, Any] | None = None, *, session_id: str | None = None
@@ -496,31 +259,19 @@ class SessionStore:
 
     def list_sessions(self) -> list[SessionInfo]:
         """Every session, oldest first."""
-        return self._read(
-            lambda conn: [info_from_row(r) for r in conn.execute(SELECT_INFO + " ORDER BY created, id")]
-        )
+        return self._read(store_queries.list_infos)
 
     def session_info(self, session_id: str) -> SessionInfo:
         """One session's row; StoreError naming recent sessions when there is none."""
-        return self._read(functools.partial(self._info_of, session_id))
-
-    def _info_of(self, session_id: str, conn: sqlite3.Connection) -> SessionInfo:
-        row = conn.execute(SELECT_INFO + " WHERE id = ?", (session_id,)).fetchone()
-        if row is None:
-            known = [r[0] for r in conn.execute("SELECT id FROM sessions ORDER BY created DESC LIMIT 5")]
-            hint = f"; recent sessions: {', '.join(known)}" if known else "; it holds none"
-            raise StoreError(f"no session {session_id!r} in {self.path}{hint}")
-        return info_from_row(row)
+        return self._read(lambda conn: store_queries.session_info(conn, session_id, self.path))
 
     def iter_events(self, session_id: str, *, after: int = -1, batch: int = 500) -> Iterator[StoredEvent]:
         """The committed events of a session in order, from seq `after + 1`, read `batch` at a time."""
-
-        def page(conn: sqlite3.Connection, after: int) -> list[tuple[int, str]]:
-            return conn.execute(_SELECT_EVENTS_AFTER, (session_id, after, batch)).fetchall()
-
         last = after
         while True:
-            rows = self._read(functools.partial(page, after=last))
+            rows = self._read(
+                functools.partial(store_queries.events_after, session_id=session_id, after=last, batch=batch)
+            )
             for seq, text in rows:
                 yield StoredEvent(seq, json.loads(text))
             if len(rows) < batch:
@@ -530,63 +281,19 @@ class SessionStore:
     def load_session(self, session_id: str, *, events: bool = True) -> SessionData:
         """A session's row, turns, media and (unless `events=False`) its events, as one snapshot."""
         self.flush()
-
-        def query(conn: sqlite3.Connection) -> SessionData:
-            conn.execute("BEGIN")
-            try:
-                info = self._info_of(session_id, conn)
-                turns = tuple(
-                    TurnRecord(
-                        r[0],
-                        r[1],
-                        unpack_ids(r[2]),
-                        items_to_parts(r[1], json.loads(r[3])),
-                        r[4],
-                        json.loads(r[5]),
-                        r[6],
-                    )
-                    for r in conn.execute(_SELECT_TURNS, (session_id,))
-                )
-                media = tuple(
-                    MediaRecord(r[0], r[1], self.root / r[2], r[3], r[4], r[5])
-                    for r in conn.execute(
-                        "SELECT turn, kind, path, sha256, duration_s, size FROM media "
-                        "WHERE session = ? ORDER BY turn, path",
-                        (session_id,),
-                    )
-                )
-                evs: tuple[StoredEvent, ...] = ()
-                if events:
-                    evs = tuple(
-                        StoredEvent(seq, json.loads(text))
-                        for seq, text in conn.execute(
-                            "SELECT seq, json FROM events WHERE session = ? ORDER BY seq", (session_id,)
-                        )
-                    )
-                return SessionData(info, turns, media, evs)
-            finally:
-                conn.execute("COMMIT")
-
-        return self._read(query)
+        return self._read(
+            lambda conn: store_queries.load_session(conn, session_id, self.path, self.root, events=events)
+        )
 
     # -- lifetime ---------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the database (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(_Stop())
-        self._thread.join()
-        self._wconn.close()
+        if not self._stop_writer():
+            return
         with self._read_lock:
             self._rconn.close()
         _OPEN.discard(self)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def __enter__(self) -> SessionStore:
         return self

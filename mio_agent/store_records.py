@@ -1,4 +1,4 @@
-"""Session store layout: its tables, the records read from them and their id, JSON and token-blob helpers."""
+"""Session store records: what is read from its tables, and their id, JSON and token-blob helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import secrets
-import sqlite3
 import struct
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from mio_agent.events import Event, event_from_dict
 from mio_agent.exceptions import StoreError
+
+# re-exported: the schema lived here before the store was split by concern
+from mio_agent.store_schema import SCHEMA_VERSION, check_schema
 
 if TYPE_CHECKING:
     from mio_agent.conversation import Conversation, Part, Role
@@ -39,9 +41,6 @@ __all__ = [
     "to_json",
     "unpack_ids",
 ]
-
-SCHEMA_VERSION = 1
-"""Kept in `PRAGMA user_version`; a database of a newer version is refused, never altered."""
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -193,48 +192,7 @@ class SessionData:
         return Conversation(mode=self.info.mode, turns=turns, system=system)  # type: ignore[arg-type]
 
 
-# -- the database layout ---------------------------------------------------------------------------
-
-_SCHEMA = (
-    "CREATE TABLE sessions (id TEXT PRIMARY KEY, created REAL NOT NULL, mode TEXT NOT NULL, "
-    "config TEXT NOT NULL, status TEXT NOT NULL, ended REAL)",
-    "CREATE TABLE turns (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, "
-    "turn INTEGER NOT NULL, role TEXT NOT NULL, token_ids BLOB NOT NULL, parts TEXT NOT NULL, "
-    "reason TEXT, timings TEXT NOT NULL, recorded REAL NOT NULL, PRIMARY KEY (session, turn)) WITHOUT ROWID",
-    "CREATE TABLE events (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, "
-    "seq INTEGER NOT NULL, turn INTEGER NOT NULL, type TEXT NOT NULL, t REAL NOT NULL, json TEXT NOT NULL, "
-    "PRIMARY KEY (session, seq)) WITHOUT ROWID",
-    "CREATE TABLE media (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, "
-    "turn INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT, duration_s REAL, "
-    "size INTEGER NOT NULL, PRIMARY KEY (session, path))",
-)
-
-
-def check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the tables of a new database; refuse a newer schema or a foreign database."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} holds session store schema {version}, written by a newer mio-agent; this one "
-                f"reads up to {SCHEMA_VERSION}. Upgrade mio-agent or choose another session dir."
-            )
-        if version == 0:
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            if tables:
-                raise StoreError(
-                    f"{path} is an SQLite database but not a mio-agent session store (tables: "
-                    f"{', '.join(tables)}); choose another session dir"
-                )
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
+# -- rows of the sessions table ------------------------------------------------------------------
 
 SELECT_INFO = (
     "SELECT id, created, mode, config, status, ended, "

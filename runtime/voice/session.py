@@ -36,10 +36,10 @@ from mio_agent.events import (
     UserTurn,
     VideoFrame,
 )
-from mio_agent.exceptions import MioAgentError
 from mio_agent.runtime.audio.base import FRAME_MS, SAMPLE_RATE, AudioFrame
 from mio_agent.runtime.audio.convert import MicConverter
 from mio_agent.runtime.voice.agent_turn import AgentTurn, TurnInputTimes
+from mio_agent.runtime.voice.inputs import MAX_QUEUED_AUDIO_S, InputQueue
 from mio_agent.runtime.voice.listen import Listener, Utterance
 from mio_agent.runtime.voice.playback import PlaybackControl, ReportedPlayback
 from mio_agent.runtime.voice.routing import TurnRouter
@@ -66,9 +66,6 @@ ACCEPTED_INPUTS: tuple[type[Event], ...] = (
 )
 """The event types `Session.submit` takes."""
 
-MAX_QUEUED_AUDIO_S = 30.0
-"""Seconds of audio `submit` queues before it drops (and reports) audio: the sender outpaces the
-session. Senders faster than real time (files) should use `send`, which waits instead."""
 # how many 20 ms frames one input.level event sums up
 _LEVEL_FRAMES = 5
 
@@ -109,8 +106,7 @@ class Session:
         self.router = TurnRouter(
             res, self.images, session=self.id, mode=self.mode, publish=self.bus.publish, error=self._error
         )
-        self._inputs: asyncio.Queue[Event] = asyncio.Queue()
-        self._queued_audio = 0.0
+        self._inputs = InputQueue(self._handle, room=self.bus.room, failed=self._input_failed)
         self._converter: MicConverter | None = None
         self._task: asyncio.Task[None] | None = None
         self._agent: AgentTurn | None = None
@@ -144,7 +140,7 @@ class Session:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._input_loop(), name=f"session-{self.id}")
+            self._task = asyncio.create_task(self._inputs.run(), name=f"session-{self.id}")
             self._set_state("listening", force=True)
 
     def restore(self, turns: Sequence[Turn], next_turn: int) -> None:
@@ -188,6 +184,7 @@ class Session:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._set_state("closed")
+        await self._inputs.wake()  # a `send` waiting for room returns (and its submit refuses)
         # the engine's worker may be inside a decode step: wait for it off the loop
         await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
         self._encode_pool.shutdown(wait=False, cancel_futures=True)
@@ -261,7 +258,7 @@ class Session:
         elif isinstance(ev, AudioIn):
             if self._muted:
                 return
-            if self._queued_audio + ev.duration_s > MAX_QUEUED_AUDIO_S:
+            if not self._inputs.put(ev):
                 if not self.dropped_audio:
                     self._error(
                         "input.overflow",
@@ -269,43 +266,21 @@ class Session:
                         "waits, so new audio is dropped (send audio in real time, or wait with Session.send)",
                     )
                 self.dropped_audio += 1
-                return
-            self._queued_audio += ev.duration_s
-            self._inputs.put_nowait(ev)
         else:
-            self._inputs.put_nowait(ev)
+            self._inputs.put(ev)
 
     async def send(self, ev: Event) -> None:
         """`submit`, but audio waits while the session is more than `MAX_QUEUED_AUDIO_S / 2` behind."""
         if isinstance(ev, AudioIn):
-            while self._queued_audio + ev.duration_s > MAX_QUEUED_AUDIO_S / 2 and self._state != "closed":
-                await asyncio.sleep(0.01)
+            await self._inputs.wait_below(
+                MAX_QUEUED_AUDIO_S / 2, ev.duration_s, lambda: self._state == "closed"
+            )
         self.submit(ev)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _input_loop(self) -> None:
-        while True:
-            # a "block" consumer (the session log) that fell behind holds the inputs back
-            await self.bus.room()
-            ev = await self._inputs.get()
-            try:
-                if isinstance(ev, AudioIn):
-                    self._queued_audio -= ev.duration_s
-                await self._handle(ev)
-            except asyncio.CancelledError:
-                raise
-            except MioAgentError as exc:
-                self._input_failed(ev, str(exc), None)
-            except Exception as exc:  # one bad input must not end the session
-                self._input_failed(ev, f"{type(exc).__name__}: {exc}", exc)
-            finally:
-                self._inputs.task_done()
-            # a queue that is never empty (audio from a file, fast) must not starve the agent's tasks
-            await asyncio.sleep(0)
 
     def _input_failed(self, ev: Event, message: str, exc: Exception | None) -> None:
         # the same failure on every audio frame is reported once, not fifty times a second

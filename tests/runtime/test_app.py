@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mio_agent.bus import Subscription
 from mio_agent.codecs.speech import load_audio, resample
 from mio_agent.config import load_config
 from mio_agent.events import AudioOut, Event
@@ -139,21 +140,30 @@ def res() -> Resources:
     return Resources.load(load_config(None, overrides={"router.transcribe": "never"}))
 
 
-async def _session_of(app: VoiceApp, task: asyncio.Task[int], timeout: float = 60.0) -> Session:
-    """The app's session once `run()` (in `task`) has opened it.
+def _subscribed(app: VoiceApp, types: tuple[str, ...]) -> asyncio.Future[tuple[Session, Subscription]]:
+    """The app's session and a subscription to `types` on its bus, made when the hub opens it: before
+    the session starts, so no event of it is missed (call before `app.run()`)."""
+    opened: asyncio.Future[tuple[Session, Subscription]] = asyncio.get_running_loop().create_future()
 
-    VoiceApp has no event for that, so this looks every 10 ms; it fails, rather than hangs, if
-    `run()` ends first (with what ended it) or nothing opens in `timeout` seconds.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while app.session is None:
-        if task.done():
-            raise AssertionError(f"VoiceApp.run() ended (returning {task.result()}) before opening a session")
-        if loop.time() > deadline:
-            raise AssertionError(f"VoiceApp.run() opened no session in {timeout:g} s")
-        await asyncio.sleep(0.01)
-    return app.session
+    def on_open(session: Session) -> None:
+        sub = session.bus.subscribe("t", maxsize=100_000, filter=lambda e: e.type in types)
+        if not opened.done():
+            opened.set_result((session, sub))
+
+    app.hub.on_open.append(on_open)
+    return opened
+
+
+async def _opened(
+    opened: asyncio.Future[tuple[Session, Subscription]], task: asyncio.Task[int], timeout: float = 60.0
+) -> tuple[Session, Subscription]:
+    """Wait for the session to open; fails, rather than hangs, if `run()` ends first (with what ended it)."""
+    done, _ = await asyncio.wait({opened, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if opened in done:
+        return opened.result()
+    if task in done:
+        raise AssertionError(f"VoiceApp.run() ended (returning {task.result()}) before opening a session")
+    raise AssertionError(f"VoiceApp.run() opened no session in {timeout:g} s")
 
 
 def _speech_chunks(path: Path, session: str) -> list[AudioOut]:
@@ -171,11 +181,9 @@ async def _play_reply_in_echo_room(res: Resources, speech: Path, *, echo_cancel:
     """The app plays a spoken reply through a room whose microphone hears it back (-6 dB, 60 ms)."""
     room = EchoRoom(None, fast=True, pad_s=12.0, gain_db=-6.0, delay_ms=60.0)
     app = VoiceApp(res, room.mic, room.speaker, AppOptions(echo_cancel=echo_cancel, status=False, fast=True))
+    opened = _subscribed(app, ("user.speech.started", "playback.clear"))
     task = asyncio.create_task(app.run())
-    session = await _session_of(app, task)
-    sub = session.bus.subscribe(
-        "t", maxsize=100_000, filter=lambda e: e.type in ("user.speech.started", "playback.clear")
-    )
+    session, sub = await _opened(opened, task)
     for chunk in _speech_chunks(speech, session.id):
         session.bus.publish(chunk)
     await asyncio.wait_for(task, 120)
@@ -210,10 +218,9 @@ async def test_a_voice_turn_on_real_pyaudio_devices(
     app = VoiceApp(
         res, MicrophoneSource(MIC), SpeakerSink(SPEAKER), AppOptions(status=False, echo_cancel=False, turns=1)
     )
+    opened = _subscribed(app, ("user.speech.ended", "turn.ended", "audio.out"))
     task = asyncio.create_task(app.run())
-    sub = (await _session_of(app, task)).bus.subscribe(
-        "t", maxsize=100_000, filter=lambda e: e.type in ("user.speech.ended", "turn.ended", "audio.out")
-    )
+    _, sub = await _opened(opened, task)
     assert await asyncio.wait_for(task, 90) == 0
     events = []
     while sub.pending:
