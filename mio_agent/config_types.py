@@ -129,6 +129,10 @@ class EngineConfig:
         default=0,
         metadata=_meta("a non-negative integer (0: each conversation decodes alone)", _non_negative),
     )
+    min_decode_tok_s: float = field(
+        default=0.0,
+        metadata=_meta("a non-negative number of tokens per second (0: no check)", _non_negative),
+    )
     voice_timbre: Literal["full", "skip"] = field(default="full", metadata=_meta('"full" or "skip"'))
 
 

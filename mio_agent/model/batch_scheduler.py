@@ -16,10 +16,12 @@ from mio_agent.exceptions import EngineBusyError, MioAgentError
 from mio_agent.model.batched import BatchedKV, BatchStep
 from mio_agent.model.static_llama import StaticLlama
 
-__all__ = ["BatchClosed", "BatchFull", "BatchScheduler", "BatchedSlot", "Iteration"]
+__all__ = ["BatchClosed", "BatchFull", "BatchScheduler", "BatchTooSlow", "BatchedSlot", "Iteration"]
 
 # iterations kept in `BatchScheduler.trace`: enough to read what just happened, bounded for a server
 TRACE_LENGTH = 64
+STEP_GAP_S = 1.0
+"""A gap between two decode steps longer than this is idleness, not the rate of decoding."""
 GATHER_S = 0.05
 """Longest a decode step waits for a row inside a reply that has not asked for its step yet (its thread
 may be held up): past it, the rows that asked go ahead. Normally every such row asks within a step."""
@@ -27,6 +29,11 @@ may be held up): past it, the rows that asked go ahead. Normally every such row 
 
 class BatchFull(MioAgentError):
     """Every row of the batched cache is held by a conversation."""
+
+
+class BatchTooSlow(BatchFull):
+    """The batched decode already runs below the rate a new conversation needs: it is refused, not let
+    in to slow every conversation down."""
 
 
 class BatchClosed(MioAgentError):
@@ -113,6 +120,10 @@ class BatchScheduler:
         self._active: set[int] = set()
         """Rows inside a reply's decode loop: each will ask for its next step as soon as it has sampled."""
         self._gather_until = 0.0
+        self._last_step_at: float | None = None
+        self.step_period_s: float | None = None
+        """Seconds between two decode steps while rows decode (a moving average): each row decoding
+        then gets one token per period. None until measured."""
         self._thread = threading.Thread(target=self._run, name="mio-batch-scheduler", daemon=True)
         self._thread.start()
 
@@ -126,10 +137,18 @@ class BatchScheduler:
         with self._cond:
             return len(self._free)
 
-    def check_room(self) -> None:
-        """Raise `BatchFull` now if every row is taken (before work that a new conversation would waste)."""
+    def check_room(self, min_tok_s: float = 0.0) -> None:
+        """Raise `BatchFull` now if every row is taken (before work that a new conversation would waste),
+        and `BatchTooSlow` if, with `min_tok_s`, each decoding row already gets fewer tokens per second."""
         with self._cond:
             self._check_room()
+            period = self.step_period_s
+            if min_tok_s > 0 and period is not None and 1.0 / period < min_tok_s:
+                raise BatchTooSlow(
+                    f"the batched decode gives each conversation {1.0 / period:.0f} tokens/s, below "
+                    f"engine.min_decode_tok_s ({min_tok_s:g}): a new session would not be served in real "
+                    "time; try later, or lower engine.min_decode_tok_s"
+                )
 
     def _check_room(self) -> None:
         if self._closed:
@@ -286,9 +305,17 @@ class BatchScheduler:
             for r in decodes:
                 r.finish(None, exc)
             return
+        now = time.monotonic()
         with self._cond:
             self.steps += 1
             self.rows_decoded += len(decodes)
+            last, self._last_step_at = self._last_step_at, now
+            # the time from one step to the next includes the rows' sampling (their next request waits
+            # on it) and, on a GPU, the step itself: what a row really gets; a long gap is idleness
+            if last is not None and now - last < STEP_GAP_S:
+                gap = now - last
+                period = self.step_period_s
+                self.step_period_s = gap if period is None else period + 0.1 * (gap - period)
         for r in decodes:
             # a clone: a view would keep the whole [rows, vocab] alive, and a captured step reuses it
             r.finish(out[r.row].clone())

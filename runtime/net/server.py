@@ -19,7 +19,7 @@ from mio_agent import __version__
 from mio_agent.config import ServerConfig
 from mio_agent.engine import ReplyOptions
 from mio_agent.exceptions import ConfigError, ProtocolError
-from mio_agent.model.batch_scheduler import BatchFull
+from mio_agent.model.batch_scheduler import BatchFull, BatchTooSlow
 from mio_agent.protocol import ClientMessage
 from mio_agent.protocol.inbound import (
     InputLimits,
@@ -262,6 +262,9 @@ class MioServer:
         while True:
             try:
                 return await self.hub.open(mode=mode, reply_options=self.reply_options)
+            except BatchTooSlow as exc:
+                # freeing a row would not make the decode faster
+                raise ProtocolError(f"the server is busy: {exc}", code="limit.server", ref=ref) from None
             except BatchFull as exc:
                 detached = [c for c in self.channels.values() if not c.attached]
                 if not detached:

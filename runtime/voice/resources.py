@@ -90,10 +90,11 @@ class Resources:
         )
 
     def check_room(self) -> None:
-        """Raise BatchFull when a new conversation would find no row of the batched decode free."""
+        """Raise BatchFull when a new conversation would find no row of the batched decode free, or
+        BatchTooSlow when the decode already runs below `engine.min_decode_tok_s` per conversation."""
         fast = self.lm.fast
         if fast is not None and fast.scheduler is not None:
-            fast.scheduler.check_room()
+            fast.scheduler.check_room(self.config.engine.min_decode_tok_s)
 
     def image_codec(self) -> ImageCodec:
         """The SEED-2 image codec with its diffusion decoder (loaded on the first call, thread-safe)."""

@@ -75,3 +75,37 @@ async def test_sessions_share_the_rows_and_one_more_is_refused_until_a_row_frees
     assert gone["code"] == "session.gone"
     for ws in (b, d, e):
         await ws.close()
+
+
+async def test_a_session_is_refused_while_the_decode_runs_below_the_rate_it_needs(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        overrides={
+            "engine.max_new_tokens": 12,
+            "engine.max_context": 512,
+            "engine.batch_sessions": 4,
+            # far above what any machine decodes: once measured, every new session is refused
+            "engine.min_decode_tok_s": 1e9,
+            "router.transcribe": "never",
+            "engine.seed": 1,
+        },
+    )
+    res = Resources.load(cfg)
+    srv, url = await start(res, log_root=tmp_path)
+    try:
+        scheduler = res.lm.fast.scheduler
+        a, welcome = await handshake(url)
+        assert welcome["type"] == "welcome"  # nothing measured yet: admitted
+        assert scheduler.step_period_s is None
+        await _reply(a, "hello")  # decode steps one after another: the rate is measured
+        assert scheduler.step_period_s is not None and scheduler.step_period_s > 0
+        b, refused = await handshake(url)
+        assert (refused["type"], refused["code"]) == ("error", "limit.server")
+        assert "engine.min_decode_tok_s" in refused["message"] and "tokens/s" in refused["message"]
+        assert scheduler.free_rows == 3  # rows were free: the rate refused it
+        await b.close()
+        await a.close()
+    finally:
+        await srv.close()
+        await srv.hub.aclose()
+        scheduler.close()
