@@ -29,7 +29,7 @@ from mio_agent.runtime.voice.session import Session
 if TYPE_CHECKING:
     from mio_agent.runtime.audio.echo import EchoCanceller
     from mio_agent.runtime.net.mqtt import MqttBridge
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["AppOptions", "VoiceApp"]
 
@@ -58,12 +58,14 @@ class VoiceApp:
     closes the devices and finishes the session log, so the log is complete.
     """
 
-    def __init__(self, res: Resources, mic: AudioSource, speaker: AudioSink, options: AppOptions) -> None:
-        self.res = res
+    def __init__(
+        self, shared: SharedResources, mic: AudioSource, speaker: AudioSink, options: AppOptions
+    ) -> None:
+        self.shared = shared
         self.mic = mic
         self.speaker = speaker
         self.options = options
-        self.hub = SessionHub(res, log_root=options.session_dir)
+        self.hub = SessionHub(shared, log_root=options.session_dir)
         self.session: Session | None = None
         self.turns_done = 0
         self.exit_reason = "closed"
@@ -97,16 +99,16 @@ class VoiceApp:
             )
             if self.options.echo_cancel:
                 self._echo = _make_echo(self.speaker)
-            if self.res.config.mqtt.enabled:
+            if self.shared.config.mqtt.enabled:
                 from mio_agent.runtime.net.mqtt import MqttBridge
 
-                self._bridge = MqttBridge(self.res.config.mqtt, self.hub)
+                self._bridge = MqttBridge(self.shared.config.mqtt, self.hub)
                 await self._bridge.start()
             if self.options.camera is not None:
                 self._camera = CameraSource(
                     self.options.camera,
                     session=session.id,
-                    fps=self.res.config.camera.fps,
+                    fps=self.shared.config.camera.fps,
                     fast=self.options.fast,
                 )
                 self._camera.start(session.submit)
@@ -118,7 +120,7 @@ class VoiceApp:
                 asyncio.create_task(self._listen(session), name="microphone"),
                 asyncio.create_task(self._count_turns(session), name="turns"),
             ]
-            await self.res.plugins.startup(self)
+            await self.shared.plugins.startup(self)
             self._started = True
             if self.options.status:
                 status = StatusLine(session, self.speaker, sys.stderr)
@@ -133,7 +135,7 @@ class VoiceApp:
         if self._started:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10.0):
-                    await self.res.plugins.shutdown(self)
+                    await self.shared.plugins.shutdown(self)
         if self._camera is not None:
             self._camera.close()
         for task in self._tasks:
@@ -242,6 +244,6 @@ def print_summary(app: VoiceApp, out: TextIO, files: dict[str, Path] | None = No
         session=session.id,
         why=reason,
         folder=app.options.session_dir / session.id if app.options.session_dir else None,
-        embedded=app.res.embedded,
+        embedded=app.shared.embedded,
         files=files,
     )

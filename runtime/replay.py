@@ -31,7 +31,7 @@ from mio_agent.exceptions import StoreError
 from mio_agent.session_log import read_events
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["ReplayReport", "TurnSummary", "recorded_inputs", "replay_session", "summarize"]
 
@@ -181,13 +181,13 @@ def compare(recorded: Sequence[TurnSummary], replayed: Sequence[TurnSummary]) ->
     return diffs
 
 
-async def replay_session(res: Resources, folder: Path, *, fast: bool = False) -> ReplayReport:
+async def replay_session(shared: SharedResources, folder: Path, *, fast: bool = False) -> ReplayReport:
     """Run the recorded inputs through a new session (no devices; real time unless `fast`)."""
     from mio_agent.runtime.voice.hub import SessionHub
 
     inputs = recorded_inputs(folder)
     recorded = summarize(read_events(folder, payloads=False))
-    hub = SessionHub(res)
+    hub = SessionHub(shared)
     session = await hub.open()
     sub = session.bus.subscribe(
         "replay", maxsize=1 << 16, policy="block", filter=lambda e: e.type != "audio.in"

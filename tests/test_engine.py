@@ -449,3 +449,315 @@ async def test_overflow_error_names_the_sizes_exactly(lm: LoadedModel) -> None:
         assert result.decode_tokens <= 12
     finally:
         engine.close()
+
+
+def _prefix(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _segs(engine: ConversationEngine) -> list[tuple[str, int, int]]:
+    return [(s.role, s.start, s.end) for s in engine._segments]
+
+
+def _seg_layout(lm: LoadedModel, turns: list[Turn]) -> list[tuple[str, int, int]]:
+    """The (role, start, end) of the system prompt and each turn, laid out one after the other."""
+    from mio_agent.template import system_segment, turn_segment
+
+    out = [("system", 0, len(encode_text(lm.tokenizer, system_segment("std"))))]
+    for t in turns:
+        n = len(encode_text(lm.tokenizer, turn_segment(t)))
+        out.append((t.role, out[-1][2], out[-1][2] + n))
+    return out
+
+
+async def _fresh(engine: ConversationEngine, lm: LoadedModel) -> None:
+    """The kept cache reads exactly what a fresh forward of the whole history reads."""
+    gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
+    torch.testing.assert_close(
+        await engine.peek_logits(), scratch_logits(lm, list(engine.ids) + gen), atol=1e-4, rtol=1e-4
+    )
+
+
+async def test_replace_last_reply_rewrites_ids_turns_and_cache_exactly(lm: LoadedModel) -> None:
+    u1, long, short = user("one"), assistant("a rather long first answer"), [TextPart("a short")]
+    engine = ConversationEngine(lm, mode="std", seed=1)
+    try:
+        engine.add_turn(u1)
+        engine.add_turn(long)
+        await engine.prefill()
+        before = list(engine.ids)
+        assert engine.cached_tokens == len(before)
+        engine.replace_last_reply(short)  # a list: the turn holds it as a tuple
+        a = Turn("assistant", (TextPart("a short"),))
+        expected = _ids_of(lm, [u1, a])
+        assert list(engine.ids) == expected
+        assert engine.turns == (u1, a)
+        assert _segs(engine) == _seg_layout(lm, [u1, a])
+        # the cache keeps exactly what the old and the new reply share
+        assert engine.cached_tokens == _prefix(before, expected)
+        assert engine.cached_tokens < len(expected)
+        await _fresh(engine, lm)
+        # the rewritten turn is still the assistant's: it can be rewritten again, longer
+        engine.replace_last_reply((TextPart("a short one, then longer"),))
+        b = Turn("assistant", (TextPart("a short one, then longer"),))
+        assert list(engine.ids) == _ids_of(lm, [u1, b])
+        assert engine.turns == (u1, b)
+        assert _segs(engine) == _seg_layout(lm, [u1, b])
+        assert engine.cached_tokens == _prefix(expected, _ids_of(lm, [u1, b]))
+        # the segment's bounds are what an overflow drop and the next turn rely on
+        engine.add_turn(user("two"))
+        assert list(engine.ids) == _ids_of(lm, [u1, b, user("two")])
+        await _fresh(engine, lm)
+        with pytest.raises(ValueError) as info:
+            engine.replace_last_reply(short)
+        assert str(info.value) == "the last turn is not an assistant reply"
+        assert list(engine.ids) == _ids_of(lm, [u1, b, user("two")])
+        assert engine.turns == (u1, b, user("two"))
+    finally:
+        engine.close()
+
+
+async def test_replace_last_reply_under_a_staged_turn_keeps_the_staged_turn(lm: LoadedModel) -> None:
+    u1, a1, a2 = user("one"), assistant("the first answer, long"), Turn("assistant", (TextPart("cut"),))
+    speech = Turn("user", (SpeechPart(tuple(range(5, 25))),))
+    engine = ConversationEngine(lm, mode="std", seed=1)
+    try:
+        engine.add_turn(u1)
+        engine.add_turn(a1)
+        engine.stage_turn(speech)
+        await engine.prefill()
+        before = list(engine.ids)
+        assert before == _ids_of(lm, [u1, a1, speech])
+        engine.replace_last_reply([TextPart("cut")])
+        assert engine.staged == speech
+        assert engine.turns == (u1, a2)
+        assert list(engine.ids) == _ids_of(lm, [u1, a2, speech])
+        assert _segs(engine) == _seg_layout(lm, [u1, a2])
+        assert engine.cached_tokens == _prefix(before, _ids_of(lm, [u1, a2]))
+        # the staged turn sits after the new reply: committing it replaces it there
+        final = Turn("user", (SpeechPart(tuple(range(5, 30))),))
+        engine.add_turn(final)
+        assert engine.staged is None
+        assert list(engine.ids) == _ids_of(lm, [u1, a2, final])
+        assert engine.turns == (u1, a2, final)
+        assert _segs(engine) == _seg_layout(lm, [u1, a2, final])
+        await _fresh(engine, lm)
+    finally:
+        engine.close()
+
+
+async def test_stage_turn_replaces_and_withdraws_with_exact_ids_and_cache(lm: LoadedModel) -> None:
+    u1 = user("one")
+    s1 = Turn("user", (SpeechPart(tuple(range(100, 120))),))
+    s2 = Turn("user", (SpeechPart(tuple(range(100, 130))),))
+    other = user("cough")
+    engine = ConversationEngine(lm, mode="std", seed=1)
+    try:
+        engine.add_turn(u1)
+        await engine.prefill()
+        base = _ids_of(lm, [u1])
+        assert engine.cached_tokens == len(base)
+        engine.stage_turn(s1)
+        assert engine.staged == s1
+        assert engine.turns == (u1,)
+        assert list(engine.ids) == _ids_of(lm, [u1, s1])
+        assert _segs(engine) == _seg_layout(lm, [u1])
+        assert engine.cached_tokens == len(base)
+        await engine.prefill()
+        assert engine.cached_tokens == len(_ids_of(lm, [u1, s1]))
+        # a grown turn replaces the staged one: the cache keeps what the two share
+        engine.stage_turn(s2)
+        assert engine.staged == s2
+        assert list(engine.ids) == _ids_of(lm, [u1, s2])
+        assert engine.cached_tokens == _prefix(_ids_of(lm, [u1, s1]), _ids_of(lm, [u1, s2]))
+        await engine.prefill()
+        engine.stage_turn(other)
+        assert list(engine.ids) == _ids_of(lm, [u1, other])
+        assert engine.cached_tokens == _prefix(_ids_of(lm, [u1, s2]), _ids_of(lm, [u1, other]))
+        # withdrawn: the history is what it was before, the cache cut to it
+        await engine.prefill()
+        engine.stage_turn(None)
+        assert engine.staged is None
+        assert list(engine.ids) == base
+        assert engine.cached_tokens == len(base)
+        assert _segs(engine) == _seg_layout(lm, [u1])
+        engine.stage_turn(None)
+        assert list(engine.ids) == base and engine.staged is None
+        await _fresh(engine, lm)
+        # staged again and committed by the reply: it becomes the answered user turn
+        engine.stage_turn(s1)
+        result = await engine.reply(None, GREEDY).wait()
+        assert engine.staged is None
+        assert engine.turns[:2] == (u1, s1)
+        assert _segs(engine)[:3] == _seg_layout(lm, [u1, s1])
+        gen = encode_text(lm.tokenizer, GENERATION_PROMPT)
+        assert result.prompt_tokens == len(_ids_of(lm, [u1, s1])) + len(gen)
+        assert result.prefill_tokens == len(_ids_of(lm, [u1, s1])) - len(base) + len(gen)
+    finally:
+        engine.close()
+
+
+async def test_add_turn_appends_after_the_history_and_replaces_a_staged_turn(lm: LoadedModel) -> None:
+    u1, a1, u2 = user("one"), assistant("answer"), user("two")
+    staged = user("twofold")
+    engine = ConversationEngine(lm, mode="std", seed=1)
+    try:
+        engine.add_turn(u1)
+        assert list(engine.ids) == _ids_of(lm, [u1])
+        assert engine.turns == (u1,)
+        assert _segs(engine) == _seg_layout(lm, [u1])
+        assert engine.cached_tokens == 0
+        engine.add_turn(a1)
+        await engine.prefill()
+        engine.stage_turn(staged)
+        await engine.prefill()
+        with_staged = _ids_of(lm, [u1, a1, staged])
+        assert engine.cached_tokens == len(with_staged)
+        engine.add_turn(u2)
+        assert engine.staged is None
+        assert list(engine.ids) == _ids_of(lm, [u1, a1, u2])
+        assert engine.turns == (u1, a1, u2)
+        assert _segs(engine) == _seg_layout(lm, [u1, a1, u2])
+        assert engine.cached_tokens == _prefix(with_staged, _ids_of(lm, [u1, a1, u2]))
+        assert engine.cached_tokens > len(_ids_of(lm, [u1, a1]))
+        await _fresh(engine, lm)
+        # without a staged turn nothing already there is cut
+        engine.add_turn(user("three"))
+        assert list(engine.ids) == _ids_of(lm, [u1, a1, u2, user("three")])
+        assert engine.cached_tokens == len(_ids_of(lm, [u1, a1, u2]))
+    finally:
+        engine.close()
+
+
+async def test_history_edits_refuse_a_busy_engine_and_change_nothing(lm: LoadedModel) -> None:
+    engine = ConversationEngine(lm, mode="std", seed=1)
+    try:
+        engine.add_turn(user("one"))
+        engine.add_turn(assistant("answer"))
+        stream = engine.reply(user("two"), GREEDY)
+        ids, turns = engine.ids, engine.turns
+        for edit in (
+            lambda: engine.add_turn(user("x")),
+            lambda: engine.stage_turn(user("x")),
+            lambda: engine.stage_turn(None),
+            lambda: engine.replace_last_reply([TextPart("x")]),
+        ):
+            with pytest.raises(EngineBusyError):
+                edit()
+            assert engine.ids == ids and engine.turns == turns and engine.staged is None
+        await stream.wait()
+    finally:
+        engine.close()
+
+
+async def test_commit_writes_exactly_the_delivered_tokens_and_cuts_the_cache_to_them(
+    lm: LoadedModel,
+) -> None:
+    """A reply cut after 5 of its 12 tokens: the history, the turn, the cache and the result hold
+    exactly those 5 (the worker had fed 11 of them into the cache)."""
+    from mio_agent.history import close_reply, parts_from_ids
+    from mio_agent.template import TURN_SEPARATOR
+
+    tok, v = lm.tokenizer, lm.vocab
+    gen, sep = encode_text(tok, GENERATION_PROMPT), encode_text(tok, TURN_SEPARATOR)
+    u1 = user("hello")
+    prompt = _ids_of(lm, [u1])
+    engine = ConversationEngine(lm, mode="std", seed=1)
+    try:
+        stream = engine.reply(u1, GREEDY)
+        await asyncio.shield(stream._future)  # the worker is done; nothing is committed yet
+        job = stream._job
+        generated, fed = list(job.generated), job.fed
+        assert (len(generated), fed, job.reason) == (12, 11, "length")
+        assert engine.busy
+        result = await stream._finalize(5)
+        assert not engine.busy
+        kept = close_reply(v, generated[:5], sorted(job.stop_ids))
+        assert kept == generated[:5]  # plain text: nothing to strip or close
+        parts = parts_from_ids(v, kept, engine._decode_text)
+        assert parts and all(isinstance(p, TextPart) for p in parts)
+        reply_ids = gen + kept + [v.im_end] + sep
+        assert list(engine.ids) == prompt + reply_ids
+        assert engine.turns == (u1, Turn("assistant", parts))
+        assert _segs(engine) == [
+            *_seg_layout(lm, [u1]),
+            ("assistant", len(prompt), len(prompt) + len(reply_ids)),
+        ]
+        # the cache held the prompt, the generation prompt and 11 fed tokens: 5 of them stay
+        assert engine.cached_tokens == len(prompt) + len(gen) + 5
+        assert result.reason == "cancelled"
+        assert result.token_ids == tuple(generated[:5])
+        assert result.kept_ids == tuple(kept)
+        assert result.parts == parts
+        assert result.prompt_tokens == len(prompt) + len(gen)
+        assert result.prefill_tokens == len(prompt) + len(gen)
+        assert result.decode_tokens == 12
+        assert result.dropped_turns == 0
+        assert result.error is None
+        assert (result.prefill_s, result.first_token_s, result.decode_s) == (
+            job.prefill_s,
+            job.first_token_s,
+            job.decode_s,
+        )
+        assert result.first_token_s is not None
+        await _fresh(engine, lm)
+        # a second reply: only the new turn is prefilled, and the whole reply is kept
+        u2 = user("again")
+        prompt2 = list(engine.ids) + encode_text(tok, turn_segment_of(u2))
+        stream = engine.reply(u2, GREEDY)
+        await asyncio.shield(stream._future)
+        generated = list(stream._job.generated)
+        result = await stream.wait()
+        assert result.reason == "length"
+        assert result.token_ids == result.kept_ids == tuple(generated)
+        assert result.prompt_tokens == len(prompt2) + len(gen)
+        assert result.prefill_tokens == len(encode_text(tok, turn_segment_of(u2))) + len(gen)
+        assert list(engine.ids) == prompt2 + gen + generated + [v.im_end] + sep
+        assert engine.cached_tokens == len(prompt2) + len(gen) + 11
+        assert engine.turns[-1] == Turn("assistant", result.parts)
+        await _fresh(engine, lm)
+    finally:
+        engine.close()
+
+
+def turn_segment_of(turn: Turn) -> str:
+    from mio_agent.template import turn_segment
+
+    return turn_segment(turn)
+
+
+async def test_commit_strips_the_stop_id_and_keeps_an_error_reason(lm: LoadedModel) -> None:
+    """A reply that stops: the stop id is in `token_ids`, not in the history; an error result keeps
+    its reason and message even when fewer tokens were delivered than generated."""
+    from mio_agent.template import TURN_SEPARATOR
+
+    tok, v = lm.tokenizer, lm.vocab
+    gen, sep = encode_text(tok, GENERATION_PROMPT), encode_text(tok, TURN_SEPARATOR)
+    greedy = ReplyOptions(sampling=SamplingParams(do_sample=False), max_new_tokens=60)
+    engine = ConversationEngine(lm, mode="voice", seed=5)
+    try:
+        stream = engine.reply(user("say hi"), greedy)
+        await asyncio.shield(stream._future)
+        generated, fed = list(stream._job.generated), stream._job.fed
+        assert (len(generated), fed, generated[-1]) == (7, 6, 2)
+        prompt = list(engine.ids)
+        result = await stream.wait()
+        assert result.reason == "stop"
+        assert result.token_ids == tuple(generated)
+        assert result.kept_ids == tuple(generated[:-1])
+        assert result.decode_tokens == 7
+        assert list(engine.ids) == prompt + gen + generated[:-1] + [v.im_end] + sep
+        assert engine.cached_tokens == len(prompt) + len(gen) + 6
+        await _fresh(engine, lm)
+        # an error that ended the reply early: "error" wins over "cancelled"
+        stream = engine.reply(user("again"), GREEDY)
+        await asyncio.shield(stream._future)
+        stream._job.reason, stream._job.error = "error", "RuntimeError: boom"
+        result = await stream._finalize(1)
+        assert (result.reason, result.error) == ("error", "RuntimeError: boom")
+        assert result.token_ids == tuple(stream._job.generated[:1])
+    finally:
+        engine.close()

@@ -64,7 +64,7 @@ class LocalBackend:
         self.notice = notice
         self.state = session.state
         self._on_close = on_close
-        res = session.res
+        shared = session.shared
         self.capabilities = [
             {
                 "name": c.name,
@@ -72,9 +72,9 @@ class LocalBackend:
                 "inputs": list(c.inputs),
                 "outputs": list(c.outputs),
             }
-            for c in res.capabilities()
+            for c in shared.capabilities()
         ]
-        self.plugins = [p.name for p in res.plugins.plugins()]
+        self.plugins = [p.name for p in shared.plugins.plugins()]
         # never stall the session for the display; raw microphone audio and camera frames are not shown
         self._sub = session.bus.subscribe(
             "tui",

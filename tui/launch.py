@@ -14,7 +14,7 @@ from mio_agent.tui.backend import Backend, LocalBackend, RemoteBackend
 
 if TYPE_CHECKING:
     from mio_agent.engine import ReplyOptions
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["AudioChoice", "LocalLauncher", "open_local", "remote_backend_factory"]
 
@@ -51,7 +51,7 @@ def _audio_devices(audio: AudioChoice, cfg: Config) -> tuple[Any, Any]:
 
 
 async def open_local(
-    res: Resources,
+    shared: SharedResources,
     *,
     log_root: Path | None,
     resume: str | None = None,
@@ -62,13 +62,13 @@ async def open_local(
     enabled and its devices open, else a session for typed turns and files, saying why in `notice`."""
     from mio_agent.runtime.voice.hub import SessionHub
 
-    where = f"{res.config.model.path or 'embedded tiny model (replies are noise)'} on {res.lm.device}"
+    where = f"{shared.config.model.path or 'embedded tiny model (replies are noise)'} on {shared.lm.device}"
     notice = "" if audio is not None and audio.enabled else "no audio: type your turns"
     if audio is not None and audio.enabled:
         from mio_agent.runtime.app import AppOptions, VoiceApp
 
         try:
-            mic, speaker = _audio_devices(audio, res.config)
+            mic, speaker = _audio_devices(audio, shared.config)
         except Exception as exc:  # no PortAudio, no such device: the TUI still works by typing
             notice = f"no audio ({exc}): type your turns"
         else:
@@ -80,7 +80,7 @@ async def open_local(
                 session_id=resume,
                 reply_options=reply_options,
             )
-            voice = VoiceApp(res, mic, speaker, options)
+            voice = VoiceApp(shared, mic, speaker, options)
             task = asyncio.create_task(voice.run(), name="tui-voice-app")
             while voice.session is None and not task.done():
                 await asyncio.sleep(0.01)
@@ -93,7 +93,7 @@ async def open_local(
 
                 return LocalBackend(voice.session, where, microphone=True, on_close=stop)
             notice = f"no audio ({task.exception()}): type your turns"
-    hub = SessionHub(res, log_root=log_root)
+    hub = SessionHub(shared, log_root=log_root)
     session = await hub.open(resume, reply_options=reply_options)
     return LocalBackend(session, where, notice=notice, on_close=hub.aclose)
 
@@ -106,17 +106,17 @@ class LocalLauncher:
         self.cfg = cfg
         self.root = root
         self.audio = audio
-        self.res: Resources | None = None
+        self.shared: SharedResources | None = None
 
     def factory(self, resume: str | None = None) -> Callable[[], Awaitable[Backend]]:
         """A backend maker for a new session, or for continuing the logged session `resume`."""
 
         async def make() -> Backend:
-            from mio_agent.runtime.voice.resources import Resources
+            from mio_agent.runtime.voice.resources import SharedResources
 
-            if self.res is None:
-                self.res = await asyncio.to_thread(Resources.load, self.cfg)
-            return await open_local(self.res, log_root=self.root, resume=resume, audio=self.audio)
+            if self.shared is None:
+                self.shared = await asyncio.to_thread(SharedResources.load, self.cfg)
+            return await open_local(self.shared, log_root=self.root, resume=resume, audio=self.audio)
 
         return make
 

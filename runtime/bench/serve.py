@@ -24,7 +24,7 @@ from mio_agent.runtime.bench.voice import USER_LINES, _pcm, _pct, _speech
 from mio_agent.runtime.net.client import MioClient, ServerError
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["bench_serve", "bench_serve_cli", "parse_sessions"]
 
@@ -53,7 +53,7 @@ def parse_sessions(text: str | int | Sequence[int]) -> tuple[int, ...]:
     return counts
 
 
-def _resources(shape: str, device: str, batch: int) -> Resources:
+def _resources(shape: str, device: str, batch: int) -> SharedResources:
     """Like bench voice's: the shape's model on `device`, here with `batch` rows of batched decode
     (0: each conversation alone) and the static cache either way, so only the batching differs."""
     overrides: dict[str, Any] = {
@@ -65,7 +65,7 @@ def _resources(shape: str, device: str, batch: int) -> Resources:
         "router.transcribe": "never",
     }
     if shape == "embedded" and device == "cpu":
-        return Resources.load(load_config(None, overrides=overrides))
+        return SharedResources.load(load_config(None, overrides=overrides))
     from mio_agent.codecs.folders import speech_tokenizer_dir
     from mio_agent.codecs.speech import SpeechCodec
     from mio_agent.model.fast_path import prepare_for_config
@@ -78,7 +78,7 @@ def _resources(shape: str, device: str, batch: int) -> Resources:
     prepare_for_config(lm, config.engine)
     speech = SpeechCodec.from_pretrained(speech_tokenizer_dir(config), device=device)
     plugins = PluginManager.from_config(config)
-    return Resources(config=config, lm=lm, speech=speech, plugins=plugins, embedded=True)
+    return SharedResources(config=config, lm=lm, speech=speech, plugins=plugins, embedded=True)
 
 
 @dataclass(slots=True)
@@ -194,12 +194,12 @@ async def _run_mode(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    res = await asyncio.to_thread(_resources, shape, device, batch)
+    shared = await asyncio.to_thread(_resources, shape, device, batch)
     load_s = time.perf_counter() - t0
-    scheduler = getattr(res.lm.fast, "scheduler", None)
+    scheduler = getattr(shared.lm.fast, "scheduler", None)
     steps0 = scheduler.steps if scheduler is not None else 0
     rows0 = scheduler.rows_decoded if scheduler is not None else 0
-    hub = SessionHub(res)
+    hub = SessionHub(shared)
     # room for more than n connections: a refusal here can only come from the batched rows
     server = MioServer(
         hub, ServerConfig(port=0, max_sessions=n + 4, max_sessions_per_client=n + 4), reply_options=reply

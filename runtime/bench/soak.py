@@ -30,7 +30,7 @@ from mio_agent.runtime.bench.soak_plugin import SoakPlugin
 from mio_agent.runtime.bench.soak_tally import Tallies, tally_logs
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["KINDS", "bench_soak", "bench_soak_cli"]
 
@@ -103,7 +103,7 @@ async def bench_soak(*, minutes: float = 10.0, sessions: int = 8, seed: int = 0)
     plugins = PluginManager(autoload=False, disabled=cfg.plugins.disabled)
     plugins.register(SoakPlugin(), "soak")
     plugins.load(cfg)
-    res = await asyncio.to_thread(Resources.load, cfg, plugins=plugins)
+    shared = await asyncio.to_thread(SharedResources.load, cfg, plugins=plugins)
     figures: dict[str, Any] = {
         "bench": "soak",
         "minutes": minutes,
@@ -121,7 +121,7 @@ async def bench_soak(*, minutes: float = 10.0, sessions: int = 8, seed: int = 0)
         figures["speech"] = "espeak-ng" if shutil.which("espeak-ng") else "synthetic"
         exe = mosquitto()
         broker = Broker(exe, folder) if exe is not None else None
-        hub = SessionHub(res, log_root=folder / "sessions")
+        hub = SessionHub(shared, log_root=folder / "sessions")
         server = MioServer(
             hub,
             ServerConfig(port=0, max_sessions=sessions + 4, max_sessions_per_client=sessions + 2),
@@ -130,7 +130,7 @@ async def bench_soak(*, minutes: float = 10.0, sessions: int = 8, seed: int = 0)
             reply_options=ReplyOptions(min_speech_codes=16, max_speech_codes=40, allow_image=False),
         )
         port = await server.start()
-        await res.plugins.startup(server)
+        await shared.plugins.startup(server)
         bridge: CountingBridge | None = None
         subscriber: Subscriber | None = None
         if broker is not None:
@@ -240,7 +240,7 @@ async def bench_soak(*, minutes: float = 10.0, sessions: int = 8, seed: int = 0)
             mqtt.setdefault("mqtt_broker_restarts", figures.pop("mqtt_broker_restarts", 0))
             mqtt["mqtt_dropped_before_restart"] = figures.pop("mqtt_dropped_before_restart", None)
             await _settle("mqtt bridge close", bridge.aclose(), teardown_errors)
-        await _settle("plugins shutdown", res.plugins.shutdown(server), teardown_errors)
+        await _settle("plugins shutdown", shared.plugins.shutdown(server), teardown_errors)
         await _settle("server close", server.close(), teardown_errors)
         await _settle("hub close", hub.aclose(), teardown_errors)
 

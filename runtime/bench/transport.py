@@ -18,7 +18,7 @@ from mio_agent.events import AudioOut, Event, TurnEnded
 from mio_agent.runtime.net.client import MioClient
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["bench_transport", "bench_transport_cli"]
 
@@ -65,12 +65,12 @@ async def _one_client(url: str, seconds: float, latencies: list[float], totals: 
 
 async def bench_transport(*, clients: int = 200, seconds: float = 2.0) -> dict[str, Any]:
     """N clients at once; delivery latency, throughput, server CPU per session, bytes vs base64."""
-    res = Resources.load(
+    shared = SharedResources.load(
         load_config(
             None, overrides={"engine.max_new_tokens": 48, "router.transcribe": "never", "engine.seed": 0}
         )
     )
-    hub = SessionHub(res)
+    hub = SessionHub(shared)
     server = MioServer(
         hub,
         ServerConfig(port=0, max_sessions=clients + 10, max_sessions_per_client=clients + 10),

@@ -20,7 +20,7 @@ from mio_agent.engine import ReplyOptions
 from mio_agent.events import AudioIn, AudioOut, Metrics, TextIn
 from mio_agent.runtime.app import AppOptions, VoiceApp
 from mio_agent.runtime.audio.loopback import EchoRoom
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 
 __all__ = ["bench_voice", "bench_voice_cli"]
@@ -59,10 +59,10 @@ def _pcm(audio: np.ndarray) -> bytes:
     return pcm
 
 
-async def _latency(res: Resources, voice: list[np.ndarray], turns: int) -> dict[str, Any]:
+async def _latency(shared: SharedResources, voice: list[np.ndarray], turns: int) -> dict[str, Any]:
     """Spoken turns streamed at 4× real time; the split of end of speech → first audio out."""
     stages: dict[str, list[float]] = {}
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("bench", maxsize=1 << 16, filter=lambda e: e.type == "metrics")
         for i in range(turns):
             data = _pcm(voice[i % len(voice)]) + bytes(16000 * 2)
@@ -88,7 +88,7 @@ async def _latency(res: Resources, voice: list[np.ndarray], turns: int) -> dict[
     return out
 
 
-async def _barge_in(res: Resources, voice: list[np.ndarray], rounds: int) -> dict[str, Any]:
+async def _barge_in(shared: SharedResources, voice: list[np.ndarray], rounds: int) -> dict[str, Any]:
     """A real-time room: the user speaks over each long reply; how soon after the deciding audio
     the speaker is silent (the clear, plus what the device still held: one 20 ms room frame)."""
     silence = np.zeros(16000 * 2, np.float32)
@@ -97,7 +97,7 @@ async def _barge_in(res: Resources, voice: list[np.ndarray], rounds: int) -> dic
         parts += [voice[i % len(voice)], silence[: 16000 * 3 // 2]]
     room = EchoRoom(np.concatenate(parts), fast=False, pad_s=4.0, gain_db=-12.0)
     app = VoiceApp(
-        res,
+        shared,
         room.mic,
         room.speaker,
         AppOptions(status=False, echo_cancel=True, reply_options=LONG_REPLY),
@@ -125,13 +125,13 @@ async def _barge_in(res: Resources, voice: list[np.ndarray], rounds: int) -> dic
     }
 
 
-async def _self_interruptions(res: Resources, reply: np.ndarray, replies: int) -> dict[str, Any]:
+async def _self_interruptions(shared: SharedResources, reply: np.ndarray, replies: int) -> dict[str, Any]:
     """Spoken replies played into an echo room (-6 dB, 60 ms) with nobody talking: times the
     assistant heard itself as a user."""
     heard = 0
     for n in range(replies):
         room = EchoRoom(None, fast=True, pad_s=reply.size / 16000 + 3.0, gain_db=-6.0, seed=n)
-        app = VoiceApp(res, room.mic, room.speaker, AppOptions(status=False, echo_cancel=True, fast=True))
+        app = VoiceApp(shared, room.mic, room.speaker, AppOptions(status=False, echo_cancel=True, fast=True))
         task = asyncio.create_task(app.run())
         while app.session is None:
             await asyncio.sleep(0.01)
@@ -148,13 +148,13 @@ async def _self_interruptions(res: Resources, reply: np.ndarray, replies: int) -
     return {"echo_replies": replies, "self_interruptions": heard}
 
 
-async def _memory(res: Resources, turns: int) -> dict[str, Any]:
+async def _memory(shared: SharedResources, turns: int) -> dict[str, Any]:
     """RSS after 10 % of the turns and after all of them: flat means bounded buffers and context."""
     import psutil
 
     proc = psutil.Process()
     marks: dict[int, float] = {}
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("drain", maxsize=16, filter=lambda e: False)
         for i in range(1, turns + 1):
             session.submit(TextIn(session=session.id, turn=0, text=f"turn number {i}, tell me more"))
@@ -171,16 +171,16 @@ async def _memory(res: Resources, turns: int) -> dict[str, Any]:
         "rss_mb_at_end": round(last, 1),
         "rss_growth_mb": round(last - first, 1),
         "context_tokens_at_end": context,
-        "max_context": res.config.engine.max_context,
+        "max_context": shared.config.engine.max_context,
     }
 
 
-def _resources(shape: str, device: str) -> Resources:
+def _resources(shape: str, device: str) -> SharedResources:
     """The embedded model (default), or a model of another shape built on `device` with the
     embedded codecs and plugins around it (the speech codec on the same device)."""
     overrides: dict[str, Any] = {"engine.max_new_tokens": 900, "engine.max_context": 2048, "engine.seed": 0}
     if shape == "embedded" and device == "cpu":
-        return Resources.load(load_config(None, overrides=overrides))
+        return SharedResources.load(load_config(None, overrides=overrides))
     from mio_agent.codecs.folders import speech_tokenizer_dir
     from mio_agent.codecs.speech import SpeechCodec
     from mio_agent.model.fast_path import prepare_for_config
@@ -193,14 +193,14 @@ def _resources(shape: str, device: str) -> Resources:
     prepare_for_config(lm, config.engine)
     speech = SpeechCodec.from_pretrained(speech_tokenizer_dir(config), device=device)
     plugins = PluginManager.from_config(config)
-    return Resources(config=config, lm=lm, speech=speech, plugins=plugins, embedded=True)
+    return SharedResources(config=config, lm=lm, speech=speech, plugins=plugins, embedded=True)
 
 
 async def bench_voice(*, quick: bool = False, shape: str = "embedded", device: str = "cpu") -> dict[str, Any]:
     """All four measurements on the embedded model; one flat dict of figures. With another shape
     or device (e.g. mio-7b on cuda) only the latency split and barge-in are measured: the memory
     and echo figures do not depend on the model's size."""
-    res = _resources(shape, device)
+    shared = _resources(shape, device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         voice = [_speech(t, folder) for t in USER_LINES]
@@ -212,11 +212,11 @@ async def bench_voice(*, quick: bool = False, shape: str = "embedded", device: s
         "device": device,
         "cpu_threads": os.cpu_count() or 0,
     }
-    figures |= await _latency(res, voice, 6 if quick else 20)
-    figures |= await _barge_in(res, voice, 2 if quick else 5)
+    figures |= await _latency(shared, voice, 6 if quick else 20)
+    figures |= await _barge_in(shared, voice, 2 if quick else 5)
     if shape == "embedded" and device == "cpu":
-        figures |= await _self_interruptions(res, reply, 2 if quick else 10)
-        figures |= await _memory(res, 40 if quick else 200)
+        figures |= await _self_interruptions(shared, reply, 2 if quick else 10)
+        figures |= await _memory(shared, 40 if quick else 200)
     figures["goal_overhead_p95_ms"] = 10.0
     figures["goal_barge_in_p95_ms"] = 100.0
     figures["seconds"] = round(time.perf_counter() - t0, 1)

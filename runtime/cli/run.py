@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     from mio_agent.runtime.app import AppOptions, VoiceApp, print_summary
     from mio_agent.runtime.audio.files import FileMicSource, FileSpeakerSink
     from mio_agent.runtime.audio.pyaudio_io import MicrophoneSource, SpeakerSink
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
     cfg = _config(args)
     if args.turns is not None and args.turns < 1:
@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
             if speaker_file is not None
             else SpeakerSink(args.output_device or cfg.audio.output_device)
         )
-        res = await asyncio.to_thread(Resources.load, cfg, quiet=False)
+        shared = await asyncio.to_thread(SharedResources.load, cfg, quiet=False)
         options = AppOptions(
             session_dir=session_dir,
             camera=camera,
@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             echo_cancel=cfg.audio.echo_cancel and not args.no_echo_cancel,
             session_id=args.resume,
         )
-        app = VoiceApp(res, mic, speaker, options)
+        app = VoiceApp(shared, mic, speaker, options)
         rc = await app.run()
         print_summary(app, sys.stderr)
         return rc
@@ -126,14 +126,14 @@ def _devices(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from mio_agent.runtime.replay import replay_session
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
     cfg = _config(args)
     given = Path(args.session).expanduser()
     folder = given if given.is_dir() else _session_dir(args, cfg) / args.session
     if not folder.is_dir():
         raise ConfigError(f"no session {args.session!r}: not a folder, and not in {_session_dir(args, cfg)}")
-    res = Resources.load(cfg)
-    report = asyncio.run(replay_session(res, folder, fast=args.fast))
+    shared = SharedResources.load(cfg)
+    report = asyncio.run(replay_session(shared, folder, fast=args.fast))
     print("\n".join(report.lines()))
     return 0 if report.same else 1

@@ -77,7 +77,7 @@ def _check_port(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from mio_agent.runtime.net.server import MioServer
     from mio_agent.runtime.voice.hub import SessionHub
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
     overrides: dict[str, Any] = {}
     for key in ("host", "port", "token"):
@@ -90,15 +90,15 @@ def _serve(args: argparse.Namespace) -> int:
     _check_port(cfg.server.host, cfg.server.port)
 
     async def main() -> int:
-        res = await asyncio.to_thread(Resources.load, cfg, quiet=False)
-        hub = SessionHub(res, log_root=log_root)
+        shared = await asyncio.to_thread(SharedResources.load, cfg, quiet=False)
+        hub = SessionHub(shared, log_root=log_root)
         server = MioServer(hub, cfg.server)
         try:
             port = await server.start()
         except OSError as exc:  # taken meanwhile
             await hub.aclose()
             raise _listen_error(cfg.server.host, cfg.server.port, exc) from None
-        await res.plugins.startup(server)
+        await shared.plugins.startup(server)
         bridge = None
         if cfg.mqtt.enabled:
             from mio_agent.runtime.net.mqtt import MqttBridge
@@ -115,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        await res.plugins.shutdown(server)
+        await shared.plugins.shutdown(server)
         if bridge is not None:
             await bridge.aclose()
         await server.close()

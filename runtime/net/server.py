@@ -119,7 +119,7 @@ class MioServer:
         """New sessions being opened now, by client address (they count as connected)."""
         self.port = 0
         # audio.end appends the silence that ends an utterance, with a margin over the detector's wait
-        self.input_limits = InputLimits(end_silence_s=hub.res.config.audio.end_silence_ms / 1000 + 0.1)
+        self.input_limits = InputLimits(end_silence_s=hub.shared.config.audio.end_silence_ms / 1000 + 0.1)
         """What each connection may send (audio rate, video size, kept images)."""
 
     async def start(self) -> int:
@@ -308,7 +308,7 @@ class MioServer:
                 "inputs": list(c.inputs),
                 "outputs": list(c.outputs),
             }
-            for c in self.hub.res.capabilities()
+            for c in self.hub.shared.capabilities()
         ]
         limits = welcome_limits(
             self.input_limits,

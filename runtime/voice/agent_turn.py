@@ -35,7 +35,7 @@ from mio_agent.runtime.voice.playback import PlaybackControl, heard_parts
 from mio_agent.runtime.voice.speech_out import SpeechOut
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["AgentTurn", "TurnInputTimes"]
 
@@ -62,7 +62,7 @@ class AgentTurn:
 
     def __init__(
         self,
-        res: Resources,
+        shared: SharedResources,
         *,
         session: str,
         turn: int,
@@ -72,7 +72,7 @@ class AgentTurn:
         voice: bool = False,
         room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.res = res
+        self.shared = shared
         # awaited between reply events: a "block" consumer that fell behind holds the reply back
         self._room = room
         self.session = session
@@ -99,7 +99,7 @@ class AgentTurn:
         self._decode_s_at_first_audio = 0.0
         self._engine: ConversationEngine | None = None
         self._parts: tuple[Part, ...] | None = None
-        self.speech = SpeechOut(res.speech, executor, session=session, turn=turn, emit=self._emit_audio)
+        self.speech = SpeechOut(shared.speech, executor, session=session, turn=turn, emit=self._emit_audio)
 
     # -- publishing -------------------------------------------------------------------------
     def _publish(self, ev: Event) -> None:
@@ -270,7 +270,7 @@ class AgentTurn:
         self.emit(ImageOut(session=self.session, turn=self.turn, codes=codes, png=png))
 
     def _decode_png(self, codes: tuple[int, ...]) -> bytes:
-        picture = self.res.image_codec().decode(codes, steps=self.res.config.codecs.diffusion_steps)
+        picture = self.shared.image_codec().decode(codes, steps=self.shared.config.codecs.diffusion_steps)
         buf = io.BytesIO()
         picture.save(buf, format="PNG")
         return buf.getvalue()
@@ -282,14 +282,14 @@ class AgentTurn:
         self.emit(TurnStarted(session=self.session, turn=self.turn, mode=cap.mode, kind=cap.name))
         ctx = CapabilityContext(
             parts=parts,
-            engine_factory=self.res.engine,
+            engine_factory=self.shared.engine,
             session=self.session,
             turn=self.turn,
             capability=cap.name,
             voice=self.voice,
         )
         try:
-            async for ev in run_capability(cap, ctx, timeout_s=self.res.config.plugins.timeout_s):
+            async for ev in run_capability(cap, ctx, timeout_s=self.shared.config.plugins.timeout_s):
                 if self.interrupted:
                     break
                 await self._on_capability_event(ev)

@@ -22,7 +22,7 @@ from mio_agent.runtime.voice.session import Session
 from mio_agent.session_log import SessionLog, read_events
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["LOG_QUEUE", "SessionHub"]
 
@@ -103,14 +103,14 @@ def _restore(session: Session, session_log: SessionLog) -> None:
 
 
 class SessionHub:
-    """The live sessions of one process, sharing `res` (one model, many conversations).
+    """The live sessions of one process, sharing `shared` (one model, many conversations).
 
     With `log_root`, each session writes events.jsonl, its audio and the store under
     `log_root/<session id>/` (SessionLog); None keeps nothing on disk.
     """
 
-    def __init__(self, res: Resources, *, log_root: str | Path | None = None) -> None:
-        self.res = res
+    def __init__(self, shared: SharedResources, *, log_root: str | Path | None = None) -> None:
+        self.shared = shared
         self.log_root = Path(log_root) if log_root is not None else None
         self._sessions: dict[str, Session] = {}
         self._logs: dict[str, _LogWriter] = {}
@@ -137,10 +137,10 @@ class SessionHub:
         if session_id is not None and session_id in self._sessions:
             return self._sessions[session_id]
         # refused before a log folder is made for a session that cannot be served
-        self.res.check_room()
+        self.shared.check_room()
         session_log: SessionLog | None = None
         if self.log_root is not None:
-            config = self.res.config.to_dict()
+            config = self.shared.config.to_dict()
             if session_id is not None and (self.log_root / session_id).is_dir():
                 session_log = await asyncio.to_thread(SessionLog.resume, self.log_root, session_id)
             else:
@@ -148,14 +148,14 @@ class SessionHub:
                     functools.partial(
                         SessionLog.start,
                         self.log_root,
-                        mode=mode or self.res.config.engine.mode,
+                        mode=mode or self.shared.config.engine.mode,
                         config=config,
                     )
                 )
             session_id = session_log.session_id
         try:
             session = Session(
-                self.res, session_id=session_id, mode=mode, playback=playback, reply_options=reply_options
+                self.shared, session_id=session_id, mode=mode, playback=playback, reply_options=reply_options
             )
         except BaseException:
             # no session (e.g. every row of the batched decode is taken): its log must not stay open
@@ -171,7 +171,7 @@ class SessionHub:
         # before start, so watchers see the session's first state too
         for callback in self.on_open:
             callback(session)
-        endpoints = PluginEndpoints(session, self.res.plugins)
+        endpoints = PluginEndpoints(session, self.shared.plugins)
         await endpoints.open()
         self._endpoints[session.id] = endpoints
         await session.start()

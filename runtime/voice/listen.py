@@ -17,7 +17,7 @@ from mio_agent.runtime.voice.vad import SpeechEnded, SpeechFrame, SpeechStarted,
 
 if TYPE_CHECKING:
     from mio_agent.codecs.speech import StreamingSpeechEncoder
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["STAGE_CODES", "Listener", "Utterance"]
 
@@ -42,8 +42,8 @@ class Listener:
     """Frames in; "started" and `Utterance`s out. Speech codes are computed on `pool` as frames
     arrive, so the end of an utterance leaves only the encoder's look-ahead to encode."""
 
-    def __init__(self, res: Resources, cfg: AudioConfig, pool: Executor) -> None:
-        self._codec = res.speech
+    def __init__(self, shared: SharedResources, cfg: AudioConfig, pool: Executor) -> None:
+        self._codec = shared.speech
         self._pool = pool
         self.vad = VadSegmenter(
             make_detector(cfg.vad, aggressiveness=cfg.vad_aggressiveness),

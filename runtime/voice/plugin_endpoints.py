@@ -36,7 +36,7 @@ class PluginEndpoints:
 
     async def open(self) -> None:
         pm = self.plugins
-        config = self.session.res.config
+        config = self.session.shared.config
         if pm.pm.hook.mio_agent_event.get_hookimpls():
             sub = self.session.bus.subscribe("plugin-observers", maxsize=4096)
             self._tasks.append(asyncio.create_task(self._observe(sub)))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mio_agent.codecs.speech import SpeechCodec
     from mio_agent.model.loading import LoadedModel
 
-__all__ = ["EMBEDDED_NOTE", "Resources"]
+__all__ = ["EMBEDDED_NOTE", "SharedResources"]
 
 EMBEDDED_NOTE = (
     "note: running the embedded tiny model (random weights, built from a seed): its replies are noise. "
@@ -34,7 +34,7 @@ def _codec_device(device: str) -> str:
 
 
 @dataclass
-class Resources:
+class SharedResources:
     """One model, one speech codec, one plugin manager for many sessions.
 
     The model's weights are read-only during inference, so each session's ConversationEngine
@@ -51,7 +51,9 @@ class Resources:
     _image_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def load(cls, config: Config, *, quiet: bool = True, plugins: PluginManager | None = None) -> Resources:
+    def load(
+        cls, config: Config, *, quiet: bool = True, plugins: PluginManager | None = None
+    ) -> SharedResources:
         """Load the configured model (the embedded one by default), speech codec and plugins.
 
         Raises ModelFilesError / CodecError naming a missing or broken file, PluginError naming

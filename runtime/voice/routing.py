@@ -14,7 +14,7 @@ from mio_agent.runtime.voice.agent_turn import TurnInputTimes
 from mio_agent.runtime.voice.transcribe import needs_transcript, transcribe
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
     from mio_agent.runtime.voice.visual import ImageInputs
 
 __all__ = ["Route", "TurnRouter"]
@@ -38,7 +38,7 @@ class TurnRouter:
 
     def __init__(
         self,
-        res: Resources,
+        shared: SharedResources,
         images: ImageInputs,
         *,
         session: str,
@@ -46,7 +46,7 @@ class TurnRouter:
         publish: Callable[[Event], None],
         error: Callable[[str, str, int], None],
     ) -> None:
-        self._res = res
+        self._shared = shared
         self._images = images
         self._session = session
         self._mode = mode
@@ -55,7 +55,7 @@ class TurnRouter:
 
     def transcribing(self, turn: Turn, invoked: RouteDecision | None = None) -> bool:
         """Whether deciding this turn's route waits for a transcript of its speech."""
-        return invoked is None and needs_transcript(self._res, turn)
+        return invoked is None and needs_transcript(self._shared, turn)
 
     async def decide(
         self, turn: Turn, n: int, times: TurnInputTimes, *, invoked: RouteDecision | None = None
@@ -64,10 +64,10 @@ class TurnRouter:
         decision = invoked
         transcript = None
         if decision is None:
-            if needs_transcript(self._res, turn):
+            if needs_transcript(self._shared, turn):
                 t0 = time.perf_counter()
                 transcript = await transcribe(
-                    self._res, turn, session=self._session, turn_no=n, publish=self._publish
+                    self._shared, turn, session=self._session, turn_no=n, publish=self._publish
                 )
                 times.transcribe_s = time.perf_counter() - t0
             decision = self._ask_plugins(turn, n, transcript)
@@ -81,7 +81,7 @@ class TurnRouter:
         )
         if decision is None:
             return Route(None)
-        cap = self._res.plugins.capability(decision.capability)
+        cap = self._shared.plugins.capability(decision.capability)
         return Route(decision, cap, self._parts(cap, turn, decision.text or transcript or ""))
 
     def _ask_plugins(self, turn: Turn, n: int, transcript: str | None) -> RouteDecision | None:
@@ -91,7 +91,7 @@ class TurnRouter:
             recent_image=self._images.recent() is not None,
         )
         try:
-            return self._res.plugins.route(turn, context)
+            return self._shared.plugins.route(turn, context)
         except Exception as exc:  # a broken router plugin: the plain reply still works
             self._error("route.error", f"the router failed: {type(exc).__name__}: {exc}", n)
             return None

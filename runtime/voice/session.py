@@ -48,7 +48,7 @@ from mio_agent.runtime.voice.visual import ImageInputs
 from mio_agent.store_records import new_session_id
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["ACCEPTED_INPUTS", "MAX_QUEUED_AUDIO_S", "Session"]
 
@@ -81,7 +81,7 @@ class Session:
 
     def __init__(
         self,
-        res: Resources,
+        shared: SharedResources,
         *,
         bus: EventBus | None = None,
         session_id: str | None = None,
@@ -89,22 +89,22 @@ class Session:
         playback: PlaybackControl | None = None,
         reply_options: ReplyOptions | None = None,
     ) -> None:
-        cfg = res.config
+        cfg = shared.config
         self.reply_options = reply_options
-        self.res = res
+        self.shared = shared
         self.id = session_id or new_session_id()
         self.bus = bus if bus is not None else EventBus()
         self.mode: Mode = mode or cfg.engine.mode
-        self.engine = res.engine("std" if self.mode == "std" else "voice")
+        self.engine = shared.engine("std" if self.mode == "std" else "voice")
         self.playback: PlaybackControl = playback if playback is not None else ReportedPlayback()
         # encoding (user input) and decoding (agent output) each keep their order on one thread
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix=f"mio-encode-{self.id[:8]}")
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix=f"mio-decode-{self.id[:8]}")
-        self.listener = Listener(res, cfg.audio, self._encode_pool)
+        self.listener = Listener(shared, cfg.audio, self._encode_pool)
         self.prefill = TurnPrefill(self.engine)
-        self.images = ImageInputs(res, cfg.camera, self._encode_pool)
+        self.images = ImageInputs(shared, cfg.camera, self._encode_pool)
         self.router = TurnRouter(
-            res, self.images, session=self.id, mode=self.mode, publish=self.bus.publish, error=self._error
+            shared, self.images, session=self.id, mode=self.mode, publish=self.bus.publish, error=self._error
         )
         self._inputs = InputQueue(self._handle, room=self.bus.room, failed=self._input_failed)
         self._converter: MicConverter | None = None
@@ -340,7 +340,7 @@ class Session:
     async def _check_barge_in(self, frame: AudioFrame) -> None:
         if not (self.agent_active or self.playback.playing()):
             return
-        if self.listener.heard_ms(frame) >= self.res.config.audio.barge_in_ms:
+        if self.listener.heard_ms(frame) >= self.shared.config.audio.barge_in_ms:
             await self.interrupt("barge-in", heard_at=frame.t + FRAME_MS / 1000)
 
     def _stage_speech(self) -> None:
@@ -441,7 +441,7 @@ class Session:
 
     def _new_agent(self, n: int) -> AgentTurn:
         agent = AgentTurn(
-            self.res,
+            self.shared,
             session=self.id,
             turn=n,
             publish=self.publish,
@@ -459,7 +459,7 @@ class Session:
             self._set_state("muted" if self._muted else "hearing" if self.listener.in_speech else "listening")
 
     async def _invoke(self, ev: InvokeCapability) -> None:
-        names = [c.name for c in self.res.capabilities()]
+        names = [c.name for c in self.shared.capabilities()]
         if ev.name not in names:
             self._error("capability.unknown", f"no capability {ev.name!r}; available: {', '.join(names)}")
             return

@@ -13,7 +13,7 @@ from mio_agent.events import Event, TextDelta, Transcript
 from mio_agent.exceptions import PluginError
 
 if TYPE_CHECKING:
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["TRANSCRIBE_CAPABILITY", "TRANSCRIPT_TOKENS", "needs_transcript", "transcribe"]
 
@@ -25,13 +25,13 @@ TRANSCRIPT_TOKENS = 64
 """Enough for the sentence of a spoken command; longer speech is cut (routing needs its start)."""
 
 
-def needs_transcript(res: Resources, turn: Turn) -> bool:
+def needs_transcript(shared: SharedResources, turn: Turn) -> bool:
     """Whether routing this turn needs its speech as text (config `router.transcribe`)."""
-    mode = res.config.router.transcribe
+    mode = shared.config.router.transcribe
     if mode == "never" or not any(isinstance(p, SpeechPart) for p in turn.parts):
         return False
-    caps = res.capabilities()
-    asr = res.config.router.transcriber
+    caps = shared.capabilities()
+    asr = shared.config.router.transcriber
     if not any(c.name == asr for c in caps):
         return False
     if mode == "always":
@@ -45,17 +45,17 @@ def needs_transcript(res: Resources, turn: Turn) -> bool:
 
 
 async def transcribe(
-    res: Resources, turn: Turn, *, session: str, turn_no: int, publish: Callable[[Event], None]
+    shared: SharedResources, turn: Turn, *, session: str, turn_no: int, publish: Callable[[Event], None]
 ) -> str | None:
     """The turn's speech as text (published as a `user.transcript` event); None if it failed."""
     try:
-        cap = res.plugins.capability(res.config.router.transcriber)
+        cap = shared.plugins.capability(shared.config.router.transcriber)
     except PluginError:
         return None
     parts = tuple(p for p in turn.parts if isinstance(p, SpeechPart))
     ctx = CapabilityContext(
         parts=parts,
-        engine_factory=res.engine,
+        engine_factory=shared.engine,
         session=session,
         turn=turn_no,
         capability=cap.name,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from mio_agent.codecs.video import KeyframePicker
-    from mio_agent.runtime.voice.resources import Resources
+    from mio_agent.runtime.voice.resources import SharedResources
 
 __all__ = ["MAX_PENDING_UPLOADS", "ImageInputs"]
 
@@ -37,8 +37,8 @@ class ImageInputs:
     encoder never builds a backlog and the newest scene is always the next one encoded.
     """
 
-    def __init__(self, res: Resources, cfg: CameraConfig, pool: Executor) -> None:
-        self._res = res
+    def __init__(self, shared: SharedResources, cfg: CameraConfig, pool: Executor) -> None:
+        self._shared = shared
         self._cfg = cfg
         self._pool = pool
         self._uploads: list[ImagePart] = []
@@ -78,7 +78,7 @@ class ImageInputs:
             picture = load_image(data)
         except Exception as exc:
             raise CodecError(f"image {name or '(upload)'} could not be read: {exc}") from None
-        codec = self._res.image_codec
+        codec = self._shared.image_codec
         codes = await asyncio.get_running_loop().run_in_executor(self._pool, lambda: codec().encode(picture))
         part = ImagePart(tuple(codes), picture)
         self._recent = part
@@ -115,7 +115,7 @@ class ImageInputs:
             return
         index, picture = self._waiting
         self._waiting = None
-        codec = self._res.image_codec
+        codec = self._shared.image_codec
         fut = asyncio.get_running_loop().run_in_executor(self._pool, lambda: codec().encode(picture))
         self._encoding = fut
 

@@ -21,7 +21,7 @@ from mio_agent.config import load_config
 from mio_agent.events import AudioOut, Event
 from mio_agent.runtime.app import AppOptions, VoiceApp
 from mio_agent.runtime.audio.loopback import EchoRoom
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 from mio_agent.session_log import read_events, wav_info
 from tests.runtime.conftest import REPLY_TEXT
@@ -136,8 +136,8 @@ def test_fast_needs_a_mic_file() -> None:
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(load_config(None, overrides={"router.transcribe": "never"}))
+def shared() -> SharedResources:
+    return SharedResources.load(load_config(None, overrides={"router.transcribe": "never"}))
 
 
 def _subscribed(app: VoiceApp, types: tuple[str, ...]) -> asyncio.Future[tuple[Session, Subscription]]:
@@ -177,10 +177,14 @@ def _speech_chunks(path: Path, session: str) -> list[AudioOut]:
     ]
 
 
-async def _play_reply_in_echo_room(res: Resources, speech: Path, *, echo_cancel: bool) -> list[Event]:
+async def _play_reply_in_echo_room(
+    shared: SharedResources, speech: Path, *, echo_cancel: bool
+) -> list[Event]:
     """The app plays a spoken reply through a room whose microphone hears it back (-6 dB, 60 ms)."""
     room = EchoRoom(None, fast=True, pad_s=12.0, gain_db=-6.0, delay_ms=60.0)
-    app = VoiceApp(res, room.mic, room.speaker, AppOptions(echo_cancel=echo_cancel, status=False, fast=True))
+    app = VoiceApp(
+        shared, room.mic, room.speaker, AppOptions(echo_cancel=echo_cancel, status=False, fast=True)
+    )
     opened = _subscribed(app, ("user.speech.started", "playback.clear"))
     task = asyncio.create_task(app.run())
     session, sub = await _opened(opened, task)
@@ -194,18 +198,18 @@ async def _play_reply_in_echo_room(res: Resources, speech: Path, *, echo_cancel:
 
 
 async def test_the_assistant_does_not_interrupt_itself_through_the_echo_path(
-    res: Resources, espeak: Callable[..., Path]
+    shared: SharedResources, espeak: Callable[..., Path]
 ) -> None:
     speech = espeak(REPLY_TEXT)
-    with_aec = await _play_reply_in_echo_room(res, speech, echo_cancel=True)
+    with_aec = await _play_reply_in_echo_room(shared, speech, echo_cancel=True)
     assert [e.type for e in with_aec] == []
     # the control: without echo cancellation the same room makes it hear (and stop) itself
-    without = await _play_reply_in_echo_room(res, speech, echo_cancel=False)
+    without = await _play_reply_in_echo_room(shared, speech, echo_cancel=False)
     assert "user.speech.started" in [e.type for e in without]
 
 
 async def test_a_voice_turn_on_real_pyaudio_devices(
-    res: Resources, espeak: Callable[..., Path], virtual_alsa: Any
+    shared: SharedResources, espeak: Callable[..., Path], virtual_alsa: Any
 ) -> None:
     """Real PyAudio streams on virtual ALSA devices: speech in at 48 kHz stereo, the reply out at 48 kHz."""
     from mio_agent.runtime.audio import MicrophoneSource, SpeakerSink
@@ -216,7 +220,10 @@ async def test_a_voice_turn_on_real_pyaudio_devices(
     speech = np.concatenate([mono, np.zeros(48000 * 4, np.float32)])
     virtual_alsa.mic_signal = np.repeat((np.clip(speech, -1, 1) * 32767).astype(np.int16), 2)
     app = VoiceApp(
-        res, MicrophoneSource(MIC), SpeakerSink(SPEAKER), AppOptions(status=False, echo_cancel=False, turns=1)
+        shared,
+        MicrophoneSource(MIC),
+        SpeakerSink(SPEAKER),
+        AppOptions(status=False, echo_cancel=False, turns=1),
     )
     opened = _subscribed(app, ("user.speech.ended", "turn.ended", "audio.out"))
     task = asyncio.create_task(app.run())

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from mio_agent.config import load_config
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 
 @pytest.fixture(scope="session")
-def res() -> Resources:
+def shared() -> SharedResources:
     """The embedded tiny model (random weights: replies are noise), loaded once for all TUI tests."""
-    return Resources.load(
+    return SharedResources.load(
         load_config(
             None, overrides={"engine.max_new_tokens": 900, "router.transcribe": "never", "engine.seed": 1}
         )

@@ -13,7 +13,7 @@ from textual.widgets import OptionList
 
 from mio_agent.conversation import SpeechPart
 from mio_agent.engine import ReplyOptions
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend, LocalBackend
 from mio_agent.tui.images import ImageView
@@ -39,16 +39,19 @@ def _palette_settled_on(app: MioApp, name: str) -> bool:
 
 
 def local(
-    res: Resources, root: Path | None = None, reply: ReplyOptions | None = None, resume: str | None = None
+    shared: SharedResources,
+    root: Path | None = None,
+    reply: ReplyOptions | None = None,
+    resume: str | None = None,
 ) -> Callable[[], Awaitable[Backend]]:
     async def make() -> Backend:
-        return await open_local(res, log_root=root, resume=resume, reply_options=reply)
+        return await open_local(shared, log_root=root, resume=resume, reply_options=reply)
 
     return make
 
 
-async def test_a_typed_turn_streams_in_and_exports(res: Resources, tmp_path: Path) -> None:
-    app = MioApp(local(res, tmp_path / "sessions"), export_dir=tmp_path / "out")
+async def test_a_typed_turn_streams_in_and_exports(shared: SharedResources, tmp_path: Path) -> None:
+    app = MioApp(local(shared, tmp_path / "sessions"), export_dir=tmp_path / "out")
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
         assert "no audio" in " ".join(shown(app.query(NoteLine)))
@@ -66,8 +69,10 @@ async def test_a_typed_turn_streams_in_and_exports(res: Resources, tmp_path: Pat
         assert list((tmp_path / "out").glob("*-media/*.wav"))
 
 
-async def test_slash_commands_complete_invoke_and_show_the_image(res: Resources, tmp_path: Path) -> None:
-    app = MioApp(local(res), export_dir=tmp_path)
+async def test_slash_commands_complete_invoke_and_show_the_image(
+    shared: SharedResources, tmp_path: Path
+) -> None:
+    app = MioApp(local(shared), export_dir=tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
         prompt = app.query_one(Prompt)
@@ -91,10 +96,10 @@ async def test_slash_commands_complete_invoke_and_show_the_image(res: Resources,
 
 
 async def test_escape_interrupts_a_long_reply_but_closes_the_palette_first(
-    res: Resources, tmp_path: Path
+    shared: SharedResources, tmp_path: Path
 ) -> None:
     long = ReplyOptions(min_speech_codes=150, max_speech_codes=200, allow_text=False, allow_image=False)
-    app = MioApp(local(res, reply=long), export_dir=tmp_path)
+    app = MioApp(local(shared, reply=long), export_dir=tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
         # the palette offers every capability: choosing one starts its command in the prompt
@@ -128,12 +133,12 @@ async def test_escape_interrupts_a_long_reply_but_closes_the_palette_first(
         assert reply.role == "assistant" and heard < 150
 
 
-async def test_attach_resume_and_export_a_past_session(res: Resources, tmp_path: Path) -> None:
+async def test_attach_resume_and_export_a_past_session(shared: SharedResources, tmp_path: Path) -> None:
     root = tmp_path / "sessions"
     png = io.BytesIO()
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(png, format="PNG")
     (tmp_path / "pic.png").write_bytes(png.getvalue())
-    app = MioApp(local(res, root), export_dir=tmp_path)
+    app = MioApp(local(shared, root), export_dir=tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
         sid = app._sid()
@@ -147,7 +152,7 @@ async def test_attach_resume_and_export_a_past_session(res: Resources, tmp_path:
     [info] = list_sessions(root)
     assert info.id == sid and info.turns == 1
     app2 = MioApp(
-        local(res, root, resume=sid),
+        local(shared, root, resume=sid),
         export_dir=tmp_path / "exports",
         session_root=root,
         past=past_events(root, sid),
@@ -163,7 +168,7 @@ async def test_attach_resume_and_export_a_past_session(res: Resources, tmp_path:
         md = (tmp_path / "exports" / f"{sid}.md").read_text()
         assert "**You**: what is this" in md and "reply audio" in md
     # from a new session, R on the sessions screen asks `mio-agent tui` to reopen on the past one
-    app3 = MioApp(local(res, root), export_dir=tmp_path, session_root=root)
+    app3 = MioApp(local(shared, root), export_dir=tmp_path, session_root=root)
     async with app3.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app3.backend is not None)
         await pilot.press("ctrl+o")

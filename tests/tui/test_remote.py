@@ -7,7 +7,7 @@ from pathlib import Path
 from mio_agent.config import ServerConfig
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import RemoteBackend
 from mio_agent.tui.launch import remote_backend_factory
@@ -15,8 +15,8 @@ from mio_agent.tui.turns import AssistantTurn, ErrorLine, NoteLine, UserTurnView
 from tests.tui.conftest import shown, wait_until
 
 
-async def test_a_turn_through_a_running_server(res: Resources, tmp_path: Path) -> None:
-    server = MioServer(SessionHub(res), ServerConfig(port=0))
+async def test_a_turn_through_a_running_server(shared: SharedResources, tmp_path: Path) -> None:
+    server = MioServer(SessionHub(shared), ServerConfig(port=0))
     port = await server.start()
     try:
         app = MioApp(remote_backend_factory(f"ws://127.0.0.1:{port}/ws", None), export_dir=tmp_path)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from textual.widgets import OptionList
 
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend
 from mio_agent.tui.launch import open_local
@@ -20,10 +20,10 @@ from tests.tui.conftest import shown, wait_until
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
 
-def make_app(res: Resources) -> MioApp:
+def make_app(shared: SharedResources) -> MioApp:
     async def make() -> Backend:
         # a fixed id (the header shows it), no log, no audio devices: nothing differs between runs
-        return await open_local(res, log_root=None, resume="snapshot-session")
+        return await open_local(shared, log_root=None, resume="snapshot-session")
 
     return MioApp(make, session_root=Path("/nonexistent"))
 
@@ -40,13 +40,13 @@ async def _ready(pilot: Any) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_main_screen(res: Resources, snap_compare: Any, size: tuple[int, int]) -> None:
+def test_main_screen(shared: SharedResources, snap_compare: Any, size: tuple[int, int]) -> None:
     """Before any turn: the prompt, the notice, the side panels."""
-    assert snap_compare(make_app(res), terminal_size=size, run_before=_ready)
+    assert snap_compare(make_app(shared), terminal_size=size, run_before=_ready)
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_completion_and_help(res: Resources, snap_compare: Any, size: tuple[int, int]) -> None:
+def test_completion_and_help(shared: SharedResources, snap_compare: Any, size: tuple[int, int]) -> None:
     """/help listed, and a half-typed command with its completion shown."""
 
     async def typed(pilot: Any) -> None:
@@ -64,10 +64,10 @@ def test_completion_and_help(res: Resources, snap_compare: Any, size: tuple[int,
         )
         await pilot.wait_for_scheduled_animations()
 
-    assert snap_compare(make_app(res), terminal_size=size, run_before=typed)
+    assert snap_compare(make_app(shared), terminal_size=size, run_before=typed)
 
 
-def test_sessions_screen(res: Resources, snap_compare: Any) -> None:
+def test_sessions_screen(shared: SharedResources, snap_compare: Any) -> None:
     """The past-sessions screen over the main one (no session folder: none listed)."""
 
     async def opened(pilot: Any) -> None:
@@ -80,4 +80,4 @@ def test_sessions_screen(res: Resources, snap_compare: Any) -> None:
         )
         await pilot.wait_for_scheduled_animations()
 
-    assert snap_compare(make_app(res), terminal_size=(80, 24), run_before=opened)
+    assert snap_compare(make_app(shared), terminal_size=(80, 24), run_before=opened)

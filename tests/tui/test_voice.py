@@ -6,7 +6,7 @@ import wave
 from pathlib import Path
 
 from mio_agent.engine import ReplyOptions
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.tui.app import MioApp
 from mio_agent.tui.backend import Backend
 from mio_agent.tui.launch import AudioChoice, open_local
@@ -17,19 +17,19 @@ from tests.tui.conftest import shown, wait_until
 SHORT = ReplyOptions(max_speech_codes=40, allow_image=False, max_new_tokens=60)
 
 
-def voice_app(res: Resources, tmp_path: Path, mic: Path, mode: str) -> MioApp:
+def voice_app(shared: SharedResources, tmp_path: Path, mic: Path, mode: str) -> MioApp:
     audio = AudioChoice(mic_file=mic, speaker_file=tmp_path / "speaker.wav", echo_cancel=False)
 
     async def make() -> Backend:
-        return await open_local(res, log_root=tmp_path / "sessions", audio=audio, reply_options=SHORT)
+        return await open_local(shared, log_root=tmp_path / "sessions", audio=audio, reply_options=SHORT)
 
     return MioApp(make, export_dir=tmp_path, mode=mode)
 
 
 async def test_a_spoken_turn_from_the_microphone_file(
-    res: Resources, tmp_path: Path, spoken_wav: Path
+    shared: SharedResources, tmp_path: Path, spoken_wav: Path
 ) -> None:
-    app = voice_app(res, tmp_path, spoken_wav, "hands-free")
+    app = voice_app(shared, tmp_path, spoken_wav, "hands-free")
     loudest = -120.0
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
@@ -52,8 +52,10 @@ async def test_a_spoken_turn_from_the_microphone_file(
         assert played.getnframes() > 0
 
 
-async def test_push_to_talk_mutes_until_the_key(res: Resources, tmp_path: Path, spoken_wav: Path) -> None:
-    app = voice_app(res, tmp_path, spoken_wav, "push-to-talk")
+async def test_push_to_talk_mutes_until_the_key(
+    shared: SharedResources, tmp_path: Path, spoken_wav: Path
+) -> None:
+    app = voice_app(shared, tmp_path, spoken_wav, "push-to-talk")
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: app.backend is not None)
         mic = app.query_one(MicPanel)

@@ -18,7 +18,7 @@ from mio_agent.config import ServerConfig, load_config
 from mio_agent.engine import ReplyOptions
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:  # scripts/setup.sh --test installs it: a missing browser is a broken setup
@@ -43,11 +43,11 @@ def speech_wav(espeak: Callable[..., Path], folder: Path) -> Path:
 
 @pytest.fixture
 async def server() -> AsyncIterator[MioServer]:
-    res = Resources.load(
+    shared = SharedResources.load(
         load_config(None, overrides={"engine.max_new_tokens": 900, "router.transcribe": "never"})
     )
     long = ReplyOptions(min_speech_codes=150, max_speech_codes=200, allow_text=False, allow_image=False)
-    srv = MioServer(SessionHub(res), ServerConfig(port=0), reply_options=long)
+    srv = MioServer(SessionHub(shared), ServerConfig(port=0), reply_options=long)
     await srv.start()
     yield srv
     await srv.close()

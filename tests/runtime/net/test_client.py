@@ -17,11 +17,11 @@ from mio_agent.engine import ReplyOptions
 from mio_agent.events import ErrorEvent, Event, ImageIn, InvokeCapability, UserTurn
 from mio_agent.runtime.net.client import MioClient
 from mio_agent.runtime.net.server import MioServer
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.testing import png_bytes
-from tests.runtime.net.test_server import res, served, start, until_turn_ends
+from tests.runtime.net.test_server import served, shared, start, until_turn_ends
 
-__all__ = ["res", "served"]  # fixtures shared with test_server.py: the model (per module), a server
+__all__ = ["served", "shared"]  # fixtures shared with test_server.py: the model (per module), a server
 
 HANG_GUARD_S = 120
 """Only against hangs: a subprocess that has not finished by then failed."""
@@ -157,9 +157,9 @@ async def test_nothing_listening_is_one_line_and_status_1() -> None:
 
 @pytest.mark.parametrize("token", [None, "wrong"])
 async def test_a_bad_token_is_one_line_naming_the_reason_and_status_1(
-    res: Resources, token: str | None
+    shared: SharedResources, token: str | None
 ) -> None:
-    srv, url = await start(res, token="s3cret")
+    srv, url = await start(shared, token="s3cret")
     try:
         rc, _, err = await run_client("--url", url, "--text", "hello", *(["--token", token] if token else []))
         assert rc == 1
@@ -172,8 +172,8 @@ async def test_a_bad_token_is_one_line_naming_the_reason_and_status_1(
 
 
 # -- 4: a turn that ends in an error -----------------------------------------------------------
-async def test_a_turn_that_fails_exits_1_with_the_error(res: Resources) -> None:
-    srv, url = await start(res, ReplyOptions(preset="no_such_preset"))  # every reply fails to start
+async def test_a_turn_that_fails_exits_1_with_the_error(shared: SharedResources) -> None:
+    srv, url = await start(shared, ReplyOptions(preset="no_such_preset"))  # every reply fails to start
     try:
         rc, _, err = await run_client("--url", url, "--text", "hello")
     finally:

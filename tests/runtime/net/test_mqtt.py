@@ -25,7 +25,7 @@ from mio_agent.config import MqttConfig, load_config
 from mio_agent.events import TextIn
 from mio_agent.runtime.net.mqtt import MqttBridge
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -160,8 +160,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
+def shared() -> SharedResources:
+    return SharedResources.load(
         load_config(None, overrides={"engine.max_new_tokens": 40, "router.transcribe": "never"})
     )
 
@@ -241,8 +241,10 @@ async def publish(port: int, topic: str, payload: str) -> None:
 
 
 @pytest.fixture
-async def bridged(res: Resources, broker: Broker) -> AsyncIterator[tuple[SessionHub, MqttBridge, Listener]]:
-    hub = SessionHub(res)
+async def bridged(
+    shared: SharedResources, broker: Broker
+) -> AsyncIterator[tuple[SessionHub, MqttBridge, Listener]]:
+    hub = SessionHub(shared)
     bridge = MqttBridge(MqttConfig(enabled=True, port=broker.port, prefix="home/mio", queue=200), hub)
     listener = Listener(broker.port, "home/mio/#")
     listener.start()
@@ -284,9 +286,9 @@ async def test_a_bad_command_is_answered_on_the_error_topic(
 
 
 async def test_events_while_the_broker_is_down_arrive_after_it_is_back(
-    res: Resources, broker: Broker
+    shared: SharedResources, broker: Broker
 ) -> None:
-    hub = SessionHub(res)
+    hub = SessionHub(shared)
     bridge = MqttBridge(MqttConfig(enabled=True, port=broker.port, prefix="p", queue=500), hub)
     listener = Listener(broker.port, "p/#")
     listener.start()
@@ -311,8 +313,8 @@ async def test_events_while_the_broker_is_down_arrive_after_it_is_back(
         await hub.aclose()
 
 
-async def test_loss_beyond_the_queue_is_reported(res: Resources, broker: Broker) -> None:
-    hub = SessionHub(res)
+async def test_loss_beyond_the_queue_is_reported(shared: SharedResources, broker: Broker) -> None:
+    hub = SessionHub(shared)
     bridge = MqttBridge(MqttConfig(enabled=True, port=broker.port, prefix="q", queue=5), hub)
     listener = Listener(broker.port, "q/#")
     listener.start()

@@ -24,7 +24,7 @@ from mio_agent.engine import ReplyOptions
 from mio_agent.events import AudioIn, AudioOut, Event, ImageOut, TextDelta, TextIn, TurnEnded, event_to_dict
 from mio_agent.runtime.net.mqtt import MqttBridge
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from tests.runtime.net import test_mqtt
 from tests.runtime.net.test_mqtt import Broker, Listener, _until_offline, publish
 
@@ -43,8 +43,8 @@ NOT_EVENTS = frozenset({"audio.in", "video.frame", "input.level", "audio.out", "
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
+def shared() -> SharedResources:
+    return SharedResources.load(
         load_config(
             None,
             overrides={
@@ -60,8 +60,8 @@ def res() -> Resources:
 Bridged = tuple[SessionHub, MqttBridge, Listener]
 
 
-async def _bridge(res: Resources, broker: Broker, prefix: str, **cfg: Any) -> Bridged:
-    hub = SessionHub(res)
+async def _bridge(shared: SharedResources, broker: Broker, prefix: str, **cfg: Any) -> Bridged:
+    hub = SessionHub(shared)
     bridge = MqttBridge(MqttConfig(enabled=True, port=broker.port, prefix=prefix, **cfg), hub)
     listener = Listener(broker.port, f"{prefix}/#")
     listener.start()
@@ -78,15 +78,15 @@ async def _close(hub: SessionHub, bridge: MqttBridge, listener: Listener) -> Non
 
 
 @pytest.fixture
-async def bridged(res: Resources, broker: Broker) -> AsyncIterator[Bridged]:
-    parts = await _bridge(res, broker, PREFIX, queue=500)
+async def bridged(shared: SharedResources, broker: Broker) -> AsyncIterator[Bridged]:
+    parts = await _bridge(shared, broker, PREFIX, queue=500)
     yield parts
     await _close(*parts)
 
 
 @pytest.fixture
-async def bridged_audio(res: Resources, broker: Broker) -> AsyncIterator[Bridged]:
-    parts = await _bridge(res, broker, PREFIX, queue=5000, publish_audio=True)
+async def bridged_audio(shared: SharedResources, broker: Broker) -> AsyncIterator[Bridged]:
+    parts = await _bridge(shared, broker, PREFIX, queue=5000, publish_audio=True)
     yield parts
     await _close(*parts)
 
@@ -135,7 +135,7 @@ async def retained_state(port: int, topic: str) -> bytes:
 
 
 async def test_invoke_runs_the_capability_and_the_image_topic_carries_its_png(
-    bridged: Bridged, res: Resources
+    bridged: Bridged, shared: SharedResources
 ) -> None:
     hub, _, listener = bridged
     session = await hub.open()
@@ -164,7 +164,7 @@ async def test_invoke_runs_the_capability_and_the_image_topic_carries_its_png(
     assert len(made) == 1 and made[0].png is not None
     assert png == made[0].png
     assert image_event["png"] == {"bytes": len(png)} and len(image_event["codes"]) == 32
-    size = res.image_codec().decoder.image_size  # type: ignore[union-attr]
+    size = shared.image_codec().decoder.image_size  # type: ignore[union-attr]
     with Image.open(io.BytesIO(png)) as img:
         assert img.format == "PNG" and img.size == (size, size)
     # audio is not published without mqtt.publish_audio
@@ -270,8 +270,10 @@ async def test_mute_stops_listening_and_is_the_retained_state(
     await session.idle(60)
 
 
-async def test_events_queued_while_the_broker_is_down_arrive_in_order(res: Resources, broker: Broker) -> None:
-    hub, bridge, listener = await _bridge(res, broker, "p", queue=500)
+async def test_events_queued_while_the_broker_is_down_arrive_in_order(
+    shared: SharedResources, broker: Broker
+) -> None:
+    hub, bridge, listener = await _bridge(shared, broker, "p", queue=500)
     try:
         session = await hub.open()
         sid = session.id
@@ -314,9 +316,9 @@ async def test_events_queued_while_the_broker_is_down_arrive_in_order(res: Resou
 
 
 async def test_an_idle_bridge_reconnects_after_a_broker_restart_and_takes_commands(
-    res: Resources, broker: Broker
+    shared: SharedResources, broker: Broker
 ) -> None:
-    hub, bridge, listener = await _bridge(res, broker, PREFIX, queue=500)
+    hub, bridge, listener = await _bridge(shared, broker, PREFIX, queue=500)
     try:
         session = await hub.open()
         sid = session.id

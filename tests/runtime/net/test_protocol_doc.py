@@ -14,8 +14,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from mio_agent.protocol import Frame, FrameKind, pack_frame
-from mio_agent.runtime.voice.resources import Resources
-from tests.runtime.net.test_server import res, start  # noqa: F401  (the module's model)
+from mio_agent.runtime.voice.resources import SharedResources
+from tests.runtime.net.test_server import shared, start  # noqa: F401  (the module's model)
 
 DOC = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text()
 
@@ -34,8 +34,8 @@ def _example(kind: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def url(res: Resources) -> AsyncIterator[str]:  # noqa: F811
-    srv, address = await start(res)
+async def url(shared: SharedResources) -> AsyncIterator[str]:  # noqa: F811
+    srv, address = await start(shared)
     yield address
     await srv.close()
 

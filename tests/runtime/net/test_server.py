@@ -23,28 +23,30 @@ from mio_agent.protocol import Frame, FrameKind, pack_frame
 from mio_agent.runtime.net.client import MioClient, ServerError
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
+def shared() -> SharedResources:
+    return SharedResources.load(
         load_config(
             None, overrides={"engine.max_new_tokens": 60, "router.transcribe": "never", "engine.seed": 1}
         )
     )
 
 
-async def start(res: Resources, reply: ReplyOptions | None = None, **server: Any) -> tuple[MioServer, str]:
+async def start(
+    shared: SharedResources, reply: ReplyOptions | None = None, **server: Any
+) -> tuple[MioServer, str]:
     cfg = ServerConfig(**{"port": 0, **server})
-    srv = MioServer(SessionHub(res), cfg, reply_options=reply)
+    srv = MioServer(SessionHub(shared), cfg, reply_options=reply)
     port = await srv.start()
     return srv, f"ws://127.0.0.1:{port}/ws"
 
 
 @pytest.fixture
-async def served(res: Resources) -> AsyncIterator[tuple[MioServer, str]]:
-    srv, url = await start(res)
+async def served(shared: SharedResources) -> AsyncIterator[tuple[MioServer, str]]:
+    srv, url = await start(shared)
     yield srv, url
     await srv.close()
 
@@ -100,11 +102,12 @@ async def test_many_sessions_at_once_each_get_their_own_reply(served: tuple[MioS
     assert all(reason == "completed" for _, reason in results)
 
 
-async def test_a_stalled_client_is_cut_off_without_delaying_another(res: Resources) -> None:
+async def test_a_stalled_client_is_cut_off_without_delaying_another(shared: SharedResources) -> None:
+    # (the fixture's 60 new tokens hold no block of 150 codes: such a reply is refused, so say 900)
     long_replies = ReplyOptions(
-        min_speech_codes=150, max_speech_codes=200, allow_text=False, allow_image=False
+        max_new_tokens=900, min_speech_codes=150, max_speech_codes=200, allow_text=False, allow_image=False
     )
-    srv, url = await start(res, long_replies, send_queue=8)
+    srv, url = await start(shared, long_replies, send_queue=8)
     try:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -183,8 +186,8 @@ async def test_resuming_an_unknown_session_is_refused(served: tuple[MioServer, s
         await client.connect(resume="no-such-session")
 
 
-async def test_a_token_is_required_when_configured(res: Resources) -> None:
-    srv, url = await start(res, token="s3cret")
+async def test_a_token_is_required_when_configured(shared: SharedResources) -> None:
+    srv, url = await start(shared, token="s3cret")
     try:
         with pytest.raises(ProtocolError, match="valid token"):
             await MioClient(url).connect()
@@ -197,9 +200,9 @@ async def test_a_token_is_required_when_configured(res: Resources) -> None:
         await srv.close()
 
 
-def test_binding_beyond_loopback_needs_a_token(res: Resources) -> None:
+def test_binding_beyond_loopback_needs_a_token(shared: SharedResources) -> None:
     with pytest.raises(ConfigError, match="not a loopback address"):
-        MioServer(SessionHub(res), ServerConfig(host="0.0.0.0"))
+        MioServer(SessionHub(shared), ServerConfig(host="0.0.0.0"))
 
 
 async def test_a_foreign_origin_is_refused_and_the_page_origin_accepted(
@@ -278,8 +281,8 @@ async def test_the_browser_page_is_served_over_http_and_nothing_else(served: tup
     assert (await asyncio.to_thread(get, "/nope.js"))[0] == 404
 
 
-async def test_limits_on_sessions_per_client_message_size_and_audio_rate(res: Resources) -> None:
-    srv, url = await start(res, max_sessions_per_client=2, max_message_bytes=64 * 1024)
+async def test_limits_on_sessions_per_client_message_size_and_audio_rate(shared: SharedResources) -> None:
+    srv, url = await start(shared, max_sessions_per_client=2, max_message_bytes=64 * 1024)
     try:
         a, b = MioClient(url), MioClient(url)
         await a.connect()

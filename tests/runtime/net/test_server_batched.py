@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from mio_agent.config import load_config
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from tests.runtime.net.test_server_hardening import handshake, recv_json, start, wait_until
 
 ROWS = 2
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
+def shared() -> SharedResources:
     cfg = load_config(
         None,
         overrides={
@@ -27,12 +27,12 @@ def res() -> Resources:
             "engine.seed": 1,
         },
     )
-    return Resources.load(cfg)
+    return SharedResources.load(cfg)
 
 
 @pytest.fixture
-async def served(res: Resources, tmp_path: Path) -> AsyncIterator[tuple[object, str]]:
-    srv, url = await start(res, log_root=tmp_path)
+async def served(shared: SharedResources, tmp_path: Path) -> AsyncIterator[tuple[object, str]]:
+    srv, url = await start(shared, log_root=tmp_path)
     yield srv, url
     await srv.close()
     await srv.hub.aclose()
@@ -47,10 +47,10 @@ async def _reply(ws: object, text: str) -> str:
 
 
 async def test_sessions_share_the_rows_and_one_more_is_refused_until_a_row_frees(
-    served: tuple[object, str], res: Resources, tmp_path: Path
+    served: tuple[object, str], shared: SharedResources, tmp_path: Path
 ) -> None:
     srv, url = served
-    scheduler = res.lm.fast.scheduler
+    scheduler = shared.lm.fast.scheduler
     assert scheduler is not None and scheduler.free_rows == ROWS
     a, welcome_a = await handshake(url)
     b, welcome_b = await handshake(url)
@@ -90,10 +90,10 @@ async def test_a_session_is_refused_while_the_decode_runs_below_the_rate_it_need
             "engine.seed": 1,
         },
     )
-    res = Resources.load(cfg)
-    srv, url = await start(res, log_root=tmp_path)
+    shared = SharedResources.load(cfg)
+    srv, url = await start(shared, log_root=tmp_path)
     try:
-        scheduler = res.lm.fast.scheduler
+        scheduler = shared.lm.fast.scheduler
         a, welcome = await handshake(url)
         assert welcome["type"] == "welcome"  # nothing measured yet: admitted
         assert scheduler.step_period_s is None

@@ -34,7 +34,7 @@ from mio_agent.config import ServerConfig, load_config
 from mio_agent.protocol import HEADER, Frame, FrameKind, pack_frame, unpack_frame
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 TIMEOUT = 60.0
 """Only guards against a hang: every wait ends as soon as the awaited message arrives."""
@@ -139,7 +139,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    res = Resources.load(
+    shared = SharedResources.load(
         load_config(
             None, overrides={"engine.max_new_tokens": 20, "router.transcribe": "never", "engine.seed": 1}
         )
@@ -155,7 +155,7 @@ def served() -> Iterator[Served]:
 
         async def boot() -> None:
             # with a token, so that hellos without it are fuzzed too (auth.token, 4001)
-            srv = MioServer(SessionHub(res), ServerConfig(port=0, token=TOKEN))
+            srv = MioServer(SessionHub(shared), ServerConfig(port=0, token=TOKEN))
             await srv.start()
             started.append(srv)
 

@@ -27,30 +27,32 @@ from mio_agent.protocol.messages import MAX_TEXT_CHARS
 from mio_agent.runtime.net.client import MioClient
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 DEADLINE = 60.0
 """Only guards against a hang: every wait below ends as soon as the awaited message arrives."""
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
+def shared() -> SharedResources:
+    return SharedResources.load(
         load_config(
             None, overrides={"engine.max_new_tokens": 20, "router.transcribe": "never", "engine.seed": 1}
         )
     )
 
 
-async def start(res: Resources, log_root: Path | None = None, **server: Any) -> tuple[MioServer, str]:
-    srv = MioServer(SessionHub(res, log_root=log_root), ServerConfig(**{"port": 0, **server}))
+async def start(
+    shared: SharedResources, log_root: Path | None = None, **server: Any
+) -> tuple[MioServer, str]:
+    srv = MioServer(SessionHub(shared, log_root=log_root), ServerConfig(**{"port": 0, **server}))
     port = await srv.start()
     return srv, f"ws://127.0.0.1:{port}/ws"
 
 
 @pytest.fixture
-async def served(res: Resources) -> AsyncIterator[tuple[MioServer, str]]:
-    srv, url = await start(res)
+async def served(shared: SharedResources) -> AsyncIterator[tuple[MioServer, str]]:
+    srv, url = await start(shared)
     yield srv, url
     await srv.close()
     await srv.hub.aclose()
@@ -237,10 +239,10 @@ async def _rush(url: str, sources: list[str]) -> tuple[list[ClientConnection], l
 
 
 async def test_a_hundred_parallel_handshakes_of_one_client_get_exactly_its_limit(
-    res: Resources, tmp_path: Path
+    shared: SharedResources, tmp_path: Path
 ) -> None:
     # with session logs, opening a session waits on disk: the other handshakes run meanwhile
-    srv, url = await start(res, log_root=tmp_path)
+    srv, url = await start(shared, log_root=tmp_path)
     conns, replies = await _rush(url, ["127.0.0.1"] * 100)
     welcomed = [r for r in replies if r["type"] == "welcome"]
     refused = [r for r in replies if r["type"] == "error"]
@@ -327,8 +329,8 @@ async def test_a_rebound_host_name_is_refused_and_loopback_origins_are_accepted(
     assert await raw_status(port, f"127.0.0.1:{port}", None, path="/") == 200
 
 
-async def test_configured_allowed_hosts_are_accepted(res: Resources) -> None:
-    srv, _ = await start(res, allowed_hosts=("mio.lan",))
+async def test_configured_allowed_hosts_are_accepted(shared: SharedResources) -> None:
+    srv, _ = await start(shared, allowed_hosts=("mio.lan",))
     try:
         port = srv.port
         assert await raw_status(port, f"mio.lan:{port}", f"http://mio.lan:{port}") == 101
@@ -420,11 +422,11 @@ async def test_an_over_long_text_gets_a_clear_error_over_the_wire(served: tuple[
 
 # -- 6. no task left behind ------------------------------------------------------------------------
 async def test_no_task_is_left_behind_by_connections_or_shutdown(
-    res: Resources, caplog: pytest.LogCaptureFixture
+    shared: SharedResources, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="asyncio")
     before = asyncio.all_tasks()
-    srv, url = await start(res)
+    srv, url = await start(shared)
     for i in range(10):
         ws, welcome = await handshake(url)
         assert welcome["type"] == "welcome"

@@ -12,7 +12,7 @@ import pytest
 from mio_agent.config import load_config
 from mio_agent.exceptions import DeviceError
 from mio_agent.runtime.voice.camera import CameraSource
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 
 
@@ -33,8 +33,8 @@ def write_video(
 
 async def test_a_video_file_gives_keyframes_with_codes(tmp_path: Path) -> None:
     video = write_video(tmp_path / "cam.avi", [(0, 0, 200), (0, 200, 0), (200, 0, 0)])
-    res = Resources.load(load_config(None))
-    async with Session(res) as session:
+    shared = SharedResources.load(load_config(None))
+    async with Session(shared) as session:
         sub = session.bus.subscribe("frames", maxsize=1000, filter=lambda e: e.type == "video.frame")
         camera = CameraSource(str(video), session=session.id, fps=10.0, fast=True)
         camera.start(session.submit)

@@ -18,7 +18,7 @@ from mio_agent.runtime.audio import frames_of
 from mio_agent.runtime.audio.base import AudioFrame
 from mio_agent.runtime.voice import listen as listen_module
 from mio_agent.runtime.voice.listen import STAGE_CODES, Listener, Utterance
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.vad import SileroDetector, WebRtcDetector
 
 RATE = 16000
@@ -35,8 +35,8 @@ Happening: TypeAlias = Literal["started"] | Utterance
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(load_config(None, overrides={"router.transcribe": "never"}))
+def shared() -> SharedResources:
+    return SharedResources.load(load_config(None, overrides={"router.transcribe": "never"}))
 
 
 @pytest.fixture
@@ -102,9 +102,9 @@ def kinds(happened: list[tuple[int, Happening]]) -> list[tuple[int, str]]:
     return [(i, "started" if h == "started" else "utterance") for i, h in happened]
 
 
-def oracle_codes(res: Resources, frames: list[AudioFrame]) -> tuple[int, ...]:
+def oracle_codes(shared: SharedResources, frames: list[AudioFrame]) -> tuple[int, ...]:
     """The content codes of `frames` from a streaming encoder of their own, pushed and finished at once."""
-    enc = res.speech.stream_encoder()
+    enc = shared.speech.stream_encoder()
     codes: list[int] = []
     for f in frames:
         codes += enc.push(f.samples, RATE)
@@ -126,8 +126,8 @@ def image(code: int) -> ImagePart:
 UTTERANCE = (silence(20), tone(40), silence(30))
 
 
-async def test_one_utterance_exactly(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_one_utterance_exactly(shared: SharedResources, pool: ThreadPoolExecutor) -> None:
+    listener = Listener(shared, CFG, pool)
     frames = signal(*UTTERANCE)
     assert not listener.in_speech
     happened = await feed(listener, frames, pool)
@@ -138,7 +138,7 @@ async def test_one_utterance_exactly(res: Resources, pool: ThreadPoolExecutor) -
     # encoded: frames 10 to 79, one code each
     codes = speech_of(u.turn)
     assert len(codes) == 70
-    assert codes == oracle_codes(res, frames[10:80])
+    assert codes == oracle_codes(shared, frames[10:80])
     assert u.turn == Turn("user", (SpeechPart(codes),))
     # kept audio: pre-roll (10) + tone (40) + hang-over (7) frames
     assert u.duration_s == pytest.approx(57 * 0.02, abs=1e-9)
@@ -150,22 +150,26 @@ async def test_one_utterance_exactly(res: Resources, pool: ThreadPoolExecutor) -
     assert u.interrupted_agent is False
 
 
-async def test_the_codes_are_the_same_when_the_encoder_lags(res: Resources, pool: ThreadPoolExecutor) -> None:
+async def test_the_codes_are_the_same_when_the_encoder_lags(
+    shared: SharedResources, pool: ThreadPoolExecutor
+) -> None:
     """Frames pushed with no wait: every encode is still pending at the end, which waits for them."""
-    listener = Listener(res, CFG, pool)
+    listener = Listener(shared, CFG, pool)
     frames = signal(*UTTERANCE)
     happened = await feed(listener, frames, pool, settled=False)
     assert [i for i, _ in happened] == [27, 79]
     u = happened[1][1]
     assert isinstance(u, Utterance)
-    assert speech_of(u.turn) == oracle_codes(res, frames[10:80])
+    assert speech_of(u.turn) == oracle_codes(shared, frames[10:80])
     assert u.encode_s == 0.25
 
 
-async def test_the_speech_is_staged_every_chunk_of_codes(res: Resources, pool: ThreadPoolExecutor) -> None:
+async def test_the_speech_is_staged_every_chunk_of_codes(
+    shared: SharedResources, pool: ThreadPoolExecutor
+) -> None:
     """The encoder gives codes 25 at a time (STAGE_CODES or more): each chunk is a turn to prefill."""
     assert STAGE_CODES == 10
-    listener = Listener(res, CFG, pool)
+    listener = Listener(shared, CFG, pool)
     frames = signal(silence(20), tone(100), silence(30))
     staged: list[tuple[int, Turn]] = []
     utterances: list[Utterance] = []
@@ -191,9 +195,9 @@ async def test_the_speech_is_staged_every_chunk_of_codes(res: Resources, pool: T
 
 
 async def test_each_chunk_is_staged_once_and_the_next_utterance_starts_fresh(
-    res: Resources, pool: ThreadPoolExecutor
+    shared: SharedResources, pool: ThreadPoolExecutor
 ) -> None:
-    listener = Listener(res, CFG, pool)
+    listener = Listener(shared, CFG, pool)
     frames = signal(silence(20), tone(100), silence(30))
     await feed(listener, frames[:49], pool)
     first = listener.turn_so_far()
@@ -210,8 +214,8 @@ async def test_each_chunk_is_staged_once_and_the_next_utterance_starts_fresh(
     assert listener.turn_so_far() is None
 
 
-async def test_turn_so_far_before_enough_codes(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_turn_so_far_before_enough_codes(shared: SharedResources, pool: ThreadPoolExecutor) -> None:
+    listener = Listener(shared, CFG, pool)
     assert listener.turn_so_far() is None
     frames = signal(silence(20), tone(100))
     await feed(listener, frames[:48], pool)
@@ -222,8 +226,10 @@ async def test_turn_so_far_before_enough_codes(res: Resources, pool: ThreadPoolE
     assert turn is not None and len(speech_of(turn)) == 25
 
 
-async def test_images_join_the_turn_before_the_speech(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_images_join_the_turn_before_the_speech(
+    shared: SharedResources, pool: ThreadPoolExecutor
+) -> None:
+    listener = Listener(shared, CFG, pool)
     images = ((-1, image(100)), (4, image(200)), (0, image(300)))
     frames = signal(silence(20), tone(40), silence(30))
     happened = await feed(listener, frames[:28], pool)
@@ -238,15 +244,15 @@ async def test_images_join_the_turn_before_the_speech(res: Resources, pool: Thre
     u = happened[0][1]
     assert isinstance(u, Utterance)
     assert u.turn.parts[:3] == (image(100), image(200), image(300))
-    assert speech_of(u.turn) == oracle_codes(res, frames[10:80])
+    assert speech_of(u.turn) == oracle_codes(shared, frames[10:80])
     # keyframe numbers of the camera's images, in order; -1 (an image given by the user) is none
     assert u.keyframes == (4, 0)
 
 
 async def test_an_utterance_that_interrupted_the_agent_says_so(
-    res: Resources, pool: ThreadPoolExecutor
+    shared: SharedResources, pool: ThreadPoolExecutor
 ) -> None:
-    listener = Listener(res, CFG, pool)
+    listener = Listener(shared, CFG, pool)
     frames = signal(*UTTERANCE, *UTTERANCE)
     await feed(listener, frames[:30], pool)
     listener.mark_interrupting()
@@ -260,8 +266,8 @@ async def test_an_utterance_that_interrupted_the_agent_says_so(
     assert isinstance(u2, Utterance) and u2.interrupted_agent is False
 
 
-async def test_the_next_utterance_starts_afresh(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_the_next_utterance_starts_afresh(shared: SharedResources, pool: ThreadPoolExecutor) -> None:
+    listener = Listener(shared, CFG, pool)
     frames = signal(silence(20), tone(100), silence(30), silence(20), tone(40), silence(30))
     happened = await feed(listener, frames, pool)
     assert kinds(happened) == [
@@ -272,16 +278,18 @@ async def test_the_next_utterance_starts_afresh(res: Resources, pool: ThreadPool
     ]
     first, second = happened[1][1], happened[3][1]
     assert isinstance(first, Utterance) and isinstance(second, Utterance)
-    assert speech_of(first.turn) == oracle_codes(res, frames[10:140])
+    assert speech_of(first.turn) == oracle_codes(shared, frames[10:140])
     # the second begins with its pre-roll: the last 10 silent frames before the tone at 170
-    assert speech_of(second.turn) == oracle_codes(res, frames[160:230])
+    assert speech_of(second.turn) == oracle_codes(shared, frames[160:230])
     assert second.duration_s == pytest.approx(57 * 0.02, abs=1e-9)
     # nothing of the first is left to stage after it ended
     assert listener.turn_so_far() is None
 
 
-async def test_heard_ms_counts_from_the_confirmed_start(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_heard_ms_counts_from_the_confirmed_start(
+    shared: SharedResources, pool: ThreadPoolExecutor
+) -> None:
+    listener = Listener(shared, CFG, pool)
     frames = signal(*UTTERANCE)
     await feed(listener, frames[:28], pool)  # confirmed at frame 27 (t = 0.54)
     # the confirming frame ends the first min_speech_ms; each later frame adds its 20 ms
@@ -290,27 +298,27 @@ async def test_heard_ms_counts_from_the_confirmed_start(res: Resources, pool: Th
     assert listener.heard_ms(frames[59]) == pytest.approx(160 + 640, abs=1e-6)
 
 
-async def test_a_short_sound_is_no_utterance(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_a_short_sound_is_no_utterance(shared: SharedResources, pool: ThreadPoolExecutor) -> None:
+    listener = Listener(shared, CFG, pool)
     # 7 voiced frames: under min_speech_ms (8)
     happened = await feed(listener, signal(silence(20), tone(7), silence(40)), pool)
     assert happened == []
     assert not listener.in_speech and listener.turn_so_far() is None
 
 
-async def test_the_settings_reach_the_segmenter(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, CFG, pool)
+async def test_the_settings_reach_the_segmenter(shared: SharedResources, pool: ThreadPoolExecutor) -> None:
+    listener = Listener(shared, CFG, pool)
     vad = listener.vad
     assert isinstance(vad.detector, WebRtcDetector)
     assert (vad.pre_roll_ms, vad.min_speech_ms, vad.end_silence_ms, vad.max_speech_s) == (200, 160, 400, 30.0)
     # the default aggressiveness (2) does not call this tone speech; the configured 1 does
-    strict = Listener(res, AudioConfig(), pool)
+    strict = Listener(shared, AudioConfig(), pool)
     assert await feed(strict, signal(silence(20), tone(40), silence(40)), pool) == []
-    assert isinstance(Listener(res, AudioConfig(vad="silero"), pool).vad.detector, SileroDetector)
+    assert isinstance(Listener(shared, AudioConfig(vad="silero"), pool).vad.detector, SileroDetector)
 
 
-async def test_an_utterance_at_the_length_cap(res: Resources, pool: ThreadPoolExecutor) -> None:
-    listener = Listener(res, AudioConfig(vad_aggressiveness=1, pre_roll_ms=200, max_speech_s=1.0), pool)
+async def test_an_utterance_at_the_length_cap(shared: SharedResources, pool: ThreadPoolExecutor) -> None:
+    listener = Listener(shared, AudioConfig(vad_aggressiveness=1, pre_roll_ms=200, max_speech_s=1.0), pool)
     frames = signal(silence(20), tone(80))
     happened = await feed(listener, frames, pool)
     # 10 pre-roll frames + 40 of tone make the 1 s cap, at frame 59; then a new utterance starts
@@ -323,33 +331,35 @@ async def test_an_utterance_at_the_length_cap(res: Resources, pool: ThreadPoolEx
     assert isinstance(u, Utterance)
     assert u.duration_s == 1.0
     assert u.vad_s == 0.0  # the last frame is voiced: no silence to wait for
-    assert speech_of(u.turn) == oracle_codes(res, frames[10:60])
+    assert speech_of(u.turn) == oracle_codes(shared, frames[10:60])
 
 
-async def test_encoding_runs_on_the_given_pool_only(res: Resources, pool: ThreadPoolExecutor) -> None:
+async def test_encoding_runs_on_the_given_pool_only(
+    shared: SharedResources, pool: ThreadPoolExecutor
+) -> None:
     """The session's one encode thread keeps the encoder's calls in order; the loop's default executor
     (here one that refuses work) is never used."""
     refusing = ThreadPoolExecutor(1)
     refusing.shutdown()
     asyncio.get_running_loop().set_default_executor(refusing)
-    listener = Listener(res, CFG, pool)
+    listener = Listener(shared, CFG, pool)
     frames = signal(*UTTERANCE)
     for settled in (True, False):
         happened = await feed(listener, frames, pool, settled=settled)
         u = happened[1][1]
-        assert isinstance(u, Utterance) and speech_of(u.turn) == oracle_codes(res, frames[10:80])
+        assert isinstance(u, Utterance) and speech_of(u.turn) == oracle_codes(shared, frames[10:80])
         frames = signal(*UTTERANCE, first_index=90)
 
 
 async def test_an_utterance_whose_end_is_cancelled_leaves_nothing_behind(
-    res: Resources, pool: ThreadPoolExecutor
+    shared: SharedResources, pool: ThreadPoolExecutor
 ) -> None:
     """The session closing while the end of an utterance is encoded: the wait is cancelled, no
     callback fails, nothing of it is staged later, and the next utterance is whole."""
     loop = asyncio.get_running_loop()
     errors: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    listener = Listener(res, CFG, pool)
+    listener = Listener(shared, CFG, pool)
     frames = signal(*UTTERANCE)
     gate = threading.Event()
     blocked = loop.run_in_executor(pool, gate.wait)  # every encode waits behind it
@@ -371,5 +381,5 @@ async def test_an_utterance_whose_end_is_cancelled_leaves_nothing_behind(
     happened = await feed(listener, nxt, pool)
     assert kinds(happened) == [(107, "started"), (159, "utterance")]
     u = happened[1][1]
-    assert isinstance(u, Utterance) and speech_of(u.turn) == oracle_codes(res, nxt[10:80])
+    assert isinstance(u, Utterance) and speech_of(u.turn) == oracle_codes(shared, nxt[10:80])
     assert errors == []

@@ -12,7 +12,7 @@ from mio_agent.config import Config, load_config
 from mio_agent.events import Event, InputEvent, OutputEvent, TextIn, TurnEnded
 from mio_agent.plugin import PluginManager
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 
 
 class Probe:
@@ -95,8 +95,8 @@ async def test_a_plugin_observes_sinks_and_feeds_a_session() -> None:
     plugins = PluginManager(autoload=False)
     plugins.register(probe, "probe")
     plugins.load(cfg)
-    res = Resources.load(cfg, plugins=plugins)
-    hub = SessionHub(res)
+    shared = SharedResources.load(cfg, plugins=plugins)
+    hub = SessionHub(shared)
     session = await hub.open()
     sub = session.bus.subscribe("t", maxsize=1000, filter=lambda e: isinstance(e, TurnEnded))
     # the source's text became a turn, which completed although one sink fails on every event
@@ -105,8 +105,8 @@ async def test_a_plugin_observes_sinks_and_feeds_a_session() -> None:
     await asyncio.wait_for(asyncio.gather(probe.observed_end.wait(), probe.sunk_end.wait()), 60)
     assert "text.in" in probe.observed and "turn.ended" in probe.observed
     assert "turn.ended" in probe.sunk and "text.in" not in probe.sunk  # sinks get outputs only
-    await res.plugins.startup(hub)
-    await res.plugins.shutdown(hub)
+    await shared.plugins.startup(hub)
+    await shared.plugins.shutdown(hub)
     assert probe.started == [hub] and probe.stopped == [hub]
     await hub.aclose()
     assert probe.sunk[-1] == "closed"

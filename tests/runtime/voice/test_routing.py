@@ -16,7 +16,7 @@ from mio_agent.capability import Capability, CapabilityContext
 from mio_agent.config import load_config
 from mio_agent.events import AudioIn, AudioOut, Event, ImageIn, ImageOut, OutputEvent, TextDelta, TurnEnded
 from mio_agent.plugin import PluginManager
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 
 SAID = "please make this photo look like winter"
@@ -47,7 +47,7 @@ class AsrPlugin:
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
+def shared() -> SharedResources:
     cfg = load_config(
         None,
         overrides={
@@ -59,7 +59,7 @@ def res() -> Resources:
     plugins = PluginManager(autoload=False)
     plugins.register(AsrPlugin(), "test_asr")
     plugins.load(cfg)
-    return Resources.load(cfg, plugins=plugins)
+    return SharedResources.load(cfg, plugins=plugins)
 
 
 def _png() -> bytes:
@@ -69,11 +69,11 @@ def _png() -> bytes:
 
 
 async def test_a_spoken_request_with_a_recent_image_runs_image_editing(
-    res: Resources, espeak: Callable[..., Path]
+    shared: SharedResources, espeak: Callable[..., Path]
 ) -> None:
     from tests.runtime.voice.test_session import collect, feed_paced, pcm_of
 
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         session.submit(ImageIn(session=session.id, turn=0, data=_png(), name="photo.png"))
         pcm, rate = pcm_of(espeak(SAID))
@@ -96,10 +96,10 @@ async def test_a_spoken_request_with_a_recent_image_runs_image_editing(
     assert [e.reason for e in events if isinstance(e, TurnEnded)] == ["completed"]
 
 
-async def test_without_a_matching_trigger_the_model_replies_and_says_why(res: Resources) -> None:
+async def test_without_a_matching_trigger_the_model_replies_and_says_why(shared: SharedResources) -> None:
     from tests.runtime.voice.test_session import collect
 
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         session.submit(AudioIn(session=session.id, turn=0, pcm=bytes(3200), sample_rate=16000))
         from mio_agent.events import TextIn
@@ -113,7 +113,7 @@ async def test_without_a_matching_trigger_the_model_replies_and_says_why(res: Re
 
 
 async def test_a_reply_made_while_transcribing_goes_out_once_no_capability_claims_the_turn(
-    res: Resources, espeak: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    shared: SharedResources, espeak: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reply starts while the speech is transcribed; its events wait for the route and then
     go out in order, route first."""
@@ -121,7 +121,7 @@ async def test_a_reply_made_while_transcribing_goes_out_once_no_capability_claim
     from tests.runtime.voice.test_session import collect, feed_paced, pcm_of
 
     monkeypatch.setattr(me, "SAID", "good morning to you")
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         pcm, rate = pcm_of(espeak("good morning to you"))
         await feed_paced(session, pcm, rate)

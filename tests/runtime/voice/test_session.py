@@ -28,7 +28,7 @@ from mio_agent.events import (
     VideoFrame,
 )
 from mio_agent.runtime.voice.hub import SessionHub
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 from mio_agent.session_log import read_events
 from tests.runtime.conftest import USER_TEXT
@@ -38,8 +38,8 @@ LONG_REPLY = ReplyOptions(min_speech_codes=150, max_speech_codes=200, allow_text
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
+def shared() -> SharedResources:
+    return SharedResources.load(
         load_config(
             None, overrides={"engine.max_new_tokens": 900, "engine.seed": 3, "router.transcribe": "never"}
         )
@@ -82,8 +82,8 @@ async def collect(sub: Subscription) -> list[Event]:
 
 
 @pytest.fixture
-async def hub(res: Resources, tmp_path: Path) -> AsyncIterator[SessionHub]:
-    h = SessionHub(res, log_root=tmp_path / "sessions")
+async def hub(shared: SharedResources, tmp_path: Path) -> AsyncIterator[SessionHub]:
+    h = SessionHub(shared, log_root=tmp_path / "sessions")
     yield h
     await h.aclose()
 
@@ -113,8 +113,10 @@ async def test_text_turn_streams_audio_and_is_logged(hub: SessionHub, tmp_path: 
     assert (tmp_path / "sessions" / session.id / "assistant-1.wav").exists()
 
 
-async def test_voice_turn_is_prefilled_while_speaking(res: Resources, espeak: Callable[..., Path]) -> None:
-    async with Session(res) as session:
+async def test_voice_turn_is_prefilled_while_speaking(
+    shared: SharedResources, espeak: Callable[..., Path]
+) -> None:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         pcm, rate = pcm_of(espeak(ONE_SENTENCE))
         # 44.1 kHz stereo: converted at the edge
@@ -142,9 +144,9 @@ async def test_voice_turn_is_prefilled_while_speaking(res: Resources, espeak: Ca
 
 
 async def test_barge_in_clears_playback_and_keeps_only_what_was_heard(
-    res: Resources, espeak: Callable[..., Path]
+    shared: SharedResources, espeak: Callable[..., Path]
 ) -> None:
-    async with Session(res, reply_options=LONG_REPLY) as session:
+    async with Session(shared, reply_options=LONG_REPLY) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         session.submit(TextIn(session=session.id, turn=0, text="tell me a long story"))
         produced = 0.0
@@ -180,8 +182,8 @@ def _after(events: list[Event], index: int) -> list[Event]:
     return visible[index + 1 :]
 
 
-async def test_a_short_noise_during_a_reply_does_not_interrupt(res: Resources) -> None:
-    async with Session(res, reply_options=LONG_REPLY) as session:
+async def test_a_short_noise_during_a_reply_does_not_interrupt(shared: SharedResources) -> None:
+    async with Session(shared, reply_options=LONG_REPLY) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         session.submit(TextIn(session=session.id, turn=0, text="go on"))
         while True:
@@ -198,9 +200,9 @@ async def test_a_short_noise_during_a_reply_does_not_interrupt(res: Resources) -
 
 
 async def test_camera_keyframes_join_the_voice_turn(
-    res: Resources, espeak: Callable[..., Path], tmp_path: Path
+    shared: SharedResources, espeak: Callable[..., Path], tmp_path: Path
 ) -> None:
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         for i, color in enumerate([(200, 30, 30), (30, 200, 30)]):
             frame = np.zeros((48, 64, 3), np.uint8)
@@ -220,8 +222,8 @@ async def test_camera_keyframes_join_the_voice_turn(
     assert any(isinstance(e, TurnStarted) for e in events)
 
 
-async def test_bad_input_is_an_error_event_and_the_session_goes_on(res: Resources) -> None:
-    async with Session(res) as session:
+async def test_bad_input_is_an_error_event_and_the_session_goes_on(shared: SharedResources) -> None:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=100_000)
         with pytest.raises(EventError, match=r"does not take 'turn\.started'"):
             session.submit(TurnStarted(session=session.id, turn=0, mode="voice"))
@@ -234,9 +236,9 @@ async def test_bad_input_is_an_error_event_and_the_session_goes_on(res: Resource
     assert [e.reason for e in events if isinstance(e, TurnEnded)] == ["completed"]
 
 
-async def test_a_resumed_session_remembers_its_conversation(res: Resources, tmp_path: Path) -> None:
+async def test_a_resumed_session_remembers_its_conversation(shared: SharedResources, tmp_path: Path) -> None:
     root = tmp_path / "sessions"
-    hub = SessionHub(res, log_root=root)
+    hub = SessionHub(shared, log_root=root)
     session = await hub.open()
     for text in ("my name is Ada", "what is my name"):
         session.submit(TextIn(session=session.id, turn=0, text=text))
@@ -248,7 +250,7 @@ async def test_a_resumed_session_remembers_its_conversation(res: Resources, tmp_
         await asyncio.sleep(0.05)
     await hub.aclose()
 
-    hub2 = SessionHub(res, log_root=root)
+    hub2 = SessionHub(shared, log_root=root)
     again = await hub2.open(sid)
     assert again.engine.turns == before  # the model's memory is back, parts for parts
     assert again.turn == 3  # numbering goes on after the last turn of the log
@@ -263,7 +265,7 @@ async def test_a_resumed_session_remembers_its_conversation(res: Resources, tmp_
 
 
 async def test_exchanges_are_stored_off_the_event_loop(
-    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared: SharedResources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store commits (SQLite, synchronous=FULL) run on the log's own thread, never the loop's."""
     import threading
@@ -278,7 +280,7 @@ async def test_exchanges_are_stored_off_the_event_loop(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(SessionLog, "record_turn", record)
-    hub = SessionHub(res, log_root=tmp_path / "sessions")
+    hub = SessionHub(shared, log_root=tmp_path / "sessions")
     session = await hub.open()
     session.submit(TextIn(session=session.id, turn=0, text="hello"))
     await session.idle(60)
@@ -287,12 +289,12 @@ async def test_exchanges_are_stored_off_the_event_loop(
 
 
 async def test_a_session_whose_log_cannot_close_does_not_keep_the_others_open(
-    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared: SharedResources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A session whose log cannot close (a full disk) is still closed, and so are the others."""
     from mio_agent.session_log import SessionLog
 
-    hub = SessionHub(res, log_root=tmp_path / "sessions")
+    hub = SessionHub(shared, log_root=tmp_path / "sessions")
     first, second = await hub.open(), await hub.open()
     original = SessionLog.close
 

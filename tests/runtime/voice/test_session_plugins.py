@@ -14,7 +14,7 @@ from mio_agent.capability import Capability, CapabilityContext
 from mio_agent.config import load_config
 from mio_agent.events import ErrorEvent, Interrupt, InvokeCapability, OutputEvent, TextIn, TurnEnded
 from mio_agent.plugin import PluginManager
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 
 STOPPED: list[str] = []
@@ -53,12 +53,12 @@ class Misbehaving:
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
+def shared() -> SharedResources:
     cfg = load_config(None, overrides={"engine.max_new_tokens": 30, "router.transcribe": "never"})
     pm = PluginManager(autoload=False)
     pm.register(Misbehaving(), "misbehaving")
     pm.load(cfg)
-    return Resources.load(cfg, plugins=pm)
+    return SharedResources.load(cfg, plugins=pm)
 
 
 async def _turn(session: Session, sub: Any, ev: Any) -> list[Any]:
@@ -73,9 +73,9 @@ async def _turn(session: Session, sub: Any, ev: Any) -> list[Any]:
 
 @pytest.mark.parametrize(("name", "code"), [("crash", "capability.error"), ("garbage", "capability.garbage")])
 async def test_a_misbehaving_plugin_is_an_error_and_the_session_goes_on(
-    res: Resources, name: str, code: str
+    shared: SharedResources, name: str, code: str
 ) -> None:
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=10_000)
         events = await _turn(session, sub, InvokeCapability(session=session.id, turn=0, name=name, text="go"))
         errors = [e for e in events if isinstance(e, ErrorEvent)]
@@ -92,7 +92,7 @@ async def test_a_hanging_plugin_is_stopped_at_its_time_limit() -> None:
     pm = PluginManager(autoload=False)
     pm.register(Misbehaving(), "misbehaving")
     pm.load(cfg)
-    async with Session(Resources.load(cfg, plugins=pm)) as session:
+    async with Session(SharedResources.load(cfg, plugins=pm)) as session:
         sub = session.bus.subscribe("t", maxsize=10_000)
         events = await _turn(session, sub, InvokeCapability(session=session.id, turn=0, name="slow_job"))
         assert any(isinstance(e, ErrorEvent) and e.code == "capability.timeout" for e in events)
@@ -100,9 +100,9 @@ async def test_a_hanging_plugin_is_stopped_at_its_time_limit() -> None:
         assert after[-1].reason == "completed"
 
 
-async def test_an_interrupt_stops_a_long_capability_job(res: Resources) -> None:
+async def test_an_interrupt_stops_a_long_capability_job(shared: SharedResources) -> None:
     STOPPED.clear()
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=10_000)
         session.submit(InvokeCapability(session=session.id, turn=0, name="slow_job", text="a big picture"))
         while True:
@@ -118,12 +118,12 @@ async def test_an_interrupt_stops_a_long_capability_job(res: Resources) -> None:
         assert STOPPED == ["slow_job"]  # the plugin's generator was closed (its finally ran)
 
 
-async def test_an_image_used_by_invoke_does_not_also_join_the_next_turn(res: Resources) -> None:
+async def test_an_image_used_by_invoke_does_not_also_join_the_next_turn(shared: SharedResources) -> None:
     from mio_agent.events import ImageIn, UserTurn
     from mio_agent.testing import png_bytes
 
     picture = png_bytes(32, 32, (10, 200, 30))
-    async with Session(res) as session:
+    async with Session(shared) as session:
         sub = session.bus.subscribe("t", maxsize=10_000)
         session.submit(ImageIn(session=session.id, turn=0, data=picture, name="p.png"))
         await session.drained()

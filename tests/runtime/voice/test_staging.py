@@ -7,13 +7,13 @@ import pytest
 from mio_agent.config import load_config
 from mio_agent.conversation import SpeechPart, Turn
 from mio_agent.engine import ReplyOptions
-from mio_agent.runtime.voice.resources import Resources
+from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.staging import TurnPrefill
 
 
 @pytest.fixture(scope="module")
-def res() -> Resources:
-    return Resources.load(
+def shared() -> SharedResources:
+    return SharedResources.load(
         load_config(None, overrides={"router.transcribe": "never", "engine.max_new_tokens": 24})
     )
 
@@ -22,8 +22,8 @@ def spoken(n: int) -> Turn:
     return Turn("user", (SpeechPart(tuple(range(n))),))
 
 
-async def test_a_growing_turn_is_prefilled_one_prefill_at_a_time(res: Resources) -> None:
-    engine = res.engine("voice")
+async def test_a_growing_turn_is_prefilled_one_prefill_at_a_time(shared: SharedResources) -> None:
+    engine = shared.engine("voice")
     prefill = TurnPrefill(engine)
     try:
         assert not prefill.running and prefill.can_stage() and await prefill.settle() == 0.0
@@ -41,8 +41,8 @@ async def test_a_growing_turn_is_prefilled_one_prefill_at_a_time(res: Resources)
         engine.close()
 
 
-async def test_an_utterance_that_is_no_turn_is_withdrawn(res: Resources) -> None:
-    engine = res.engine("voice")
+async def test_an_utterance_that_is_no_turn_is_withdrawn(shared: SharedResources) -> None:
+    engine = shared.engine("voice")
     prefill = TurnPrefill(engine)
     try:
         before = engine.ids  # the system prompt
