@@ -562,6 +562,10 @@ async def test_stage_turn_replaces_and_withdraws_with_exact_ids_and_cache(lm: Lo
         assert engine.cached_tokens == len(base)
         engine.stage_turn(s1)
         assert engine.staged == s1
+        # the staged segment is, like every segment, exactly its turn's ids in `ids`
+        staged = engine._staged
+        assert staged is not None
+        assert (staged.role, staged.start, staged.end) == ("user", len(base), len(_ids_of(lm, [u1, s1])))
         assert engine.turns == (u1,)
         assert list(engine.ids) == _ids_of(lm, [u1, s1])
         assert _segs(engine) == _seg_layout(lm, [u1])
@@ -571,6 +575,9 @@ async def test_stage_turn_replaces_and_withdraws_with_exact_ids_and_cache(lm: Lo
         # a grown turn replaces the staged one: the cache keeps what the two share
         engine.stage_turn(s2)
         assert engine.staged == s2
+        staged = engine._staged
+        assert staged is not None
+        assert (staged.role, staged.start, staged.end) == ("user", len(base), len(_ids_of(lm, [u1, s2])))
         assert list(engine.ids) == _ids_of(lm, [u1, s2])
         assert engine.cached_tokens == _prefix(_ids_of(lm, [u1, s1]), _ids_of(lm, [u1, s2]))
         await engine.prefill()
@@ -674,7 +681,7 @@ async def test_commit_writes_exactly_the_delivered_tokens_and_cuts_the_cache_to_
         assert (len(generated), fed, job.reason) == (12, 11, "length")
         assert engine.busy
         result = await stream._finalize(5)
-        assert not engine.busy
+        assert engine.busy is False
         kept = close_reply(v, generated[:5], sorted(job.stop_ids))
         assert kept == generated[:5]  # plain text: nothing to strip or close
         parts = parts_from_ids(v, kept, engine._decode_text)
