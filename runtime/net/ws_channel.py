@@ -108,19 +108,18 @@ class Channel:
         )
         self._task = asyncio.create_task(self._pump(), name=f"ws-channel-{session.id}")
 
-    def _next(self) -> int:
-        self.seq += 1
-        return self.seq
-
     def send(self, message: dict[str, Any] | None = None, *, frame: Frame | None = None) -> int:
         """Number, keep and deliver one JSON message (its `seq` is filled in) or binary frame."""
-        seq = self._next()
+        # encoded before it is numbered: a message that cannot be encoded must not leave a gap in the
+        # seq, which a resuming client would be told is lost
+        seq = self.seq + 1
         data: str | bytes
         if frame is not None:
             data = pack_frame(Frame(frame.kind, frame.stream, seq, frame.timestamp_us, frame.payload))
         else:
             assert message is not None
             data = encode_json({**message, "seq": seq})
+        self.seq = seq
         self.replay.add(seq, data)
         if self.outbox is not None:
             self.outbox.put(data)
