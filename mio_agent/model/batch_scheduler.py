@@ -8,12 +8,12 @@ from bisect import insort
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from mio_agent.exceptions import EngineBusyError, MioAgentError
 from mio_agent.model.batched import BatchedKV, BatchStep
+from mio_agent.model.host_copy import HostCopy
 from mio_agent.model.static_llama import StaticLlama
 
 __all__ = ["BatchClosed", "BatchFull", "BatchScheduler", "BatchTooSlow", "BatchedSlot", "Iteration"]
@@ -334,7 +334,7 @@ class BatchScheduler:
         chunk.finish(logits)
 
 
-class BatchedSlot:
+class BatchedSlot(HostCopy):
     """One row of a `BatchScheduler` with the `DecodeSlot` interface; its calls block until run."""
 
     captured = False
@@ -345,9 +345,7 @@ class BatchedSlot:
         self.positions = scheduler.positions
         self.released = False
         dev = scheduler.static.device
-        pinned = dev.type == "cuda"
-        self.host_token = torch.zeros(1, dtype=torch.long, pin_memory=pinned)
-        self._copied: Any = torch.cuda.Event() if pinned else None  # type: ignore[no-untyped-call]
+        HostCopy.__init__(self, dev)
 
     def _check(self) -> None:
         if self.released:
@@ -377,18 +375,6 @@ class BatchedSlot:
         if not 0 <= pos < self.positions:
             raise ValueError(f"decode position {pos} is outside [0, {self.positions})")
         return self.scheduler._submit(_Request(self.row, pos, token=token))
-
-    def to_host(self, token: torch.Tensor) -> None:
-        """Start copying a chosen id to the host (asynchronous on CUDA)."""
-        self.host_token.copy_(token, non_blocking=self._copied is not None)
-        if self._copied is not None:
-            self._copied.record()
-
-    def read_host(self) -> int:
-        """The id `to_host` copied, once it has arrived."""
-        if self._copied is not None:
-            self._copied.synchronize()
-        return int(self.host_token[0])
 
     def decoding(self, active: bool) -> None:
         """This row's reply enters or leaves its decode loop (see `BatchScheduler.decoding`)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from mio_agent.model.batch_scheduler import BatchedSlot, BatchScheduler
+from mio_agent.model.host_copy import HostCopy
 from mio_agent.model.static_llama import StaticCache, StaticLlama
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class Slot(Protocol):
     def decoding(self, active: bool) -> None: ...
 
 
-class DecodeSlot:
+class DecodeSlot(HostCopy):
     """One conversation's static cache and its decode step: a replayed CUDA graph, or the eager step.
 
     The graph reads its input id and position from two device buffers and writes the logits into
@@ -92,9 +93,7 @@ class DecodeSlot:
         self._step: StepFn = step or static.step
         self._graph: Any = None
         self._logits: torch.Tensor | None = None
-        pinned = dev.type == "cuda"
-        self.host_token = torch.zeros(1, dtype=torch.long, pin_memory=pinned)
-        self._copied: Any = torch.cuda.Event() if pinned else None  # type: ignore[no-untyped-call]
+        HostCopy.__init__(self, dev)
         if graph:
             self._capture()
 
@@ -132,18 +131,6 @@ class DecodeSlot:
         self._graph.replay()
         assert self._logits is not None
         return self._logits
-
-    def to_host(self, token: torch.Tensor) -> None:
-        """Start copying a chosen id to the host (asynchronous on CUDA)."""
-        self.host_token.copy_(token, non_blocking=self._copied is not None)
-        if self._copied is not None:
-            self._copied.record()
-
-    def read_host(self) -> int:
-        """The id `to_host` copied, once it has arrived."""
-        if self._copied is not None:
-            self._copied.synchronize()
-        return int(self.host_token[0])
 
     def decoding(self, active: bool) -> None:
         """A slot of its own has no one to keep in step with."""

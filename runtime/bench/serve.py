@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mio_agent.config import ServerConfig, load_config
+from mio_agent.config import ServerConfig
 from mio_agent.engine import ReplyOptions
 from mio_agent.events import AudioOut, Event, TurnEnded
 from mio_agent.exceptions import ConfigError, ProtocolError
 from mio_agent.protocol import FrameKind
-from mio_agent.runtime.bench.voice import USER_LINES, _pcm, _pct, _speech
+from mio_agent.runtime.bench.voice import USER_LINES, _pcm, _pct, _speech, shaped_resources
 from mio_agent.runtime.net.client import MioClient, ServerError
 from mio_agent.runtime.net.server import MioServer
 from mio_agent.runtime.voice.hub import SessionHub
@@ -54,31 +54,13 @@ def parse_sessions(text: str | int | Sequence[int]) -> tuple[int, ...]:
 
 
 def _resources(shape: str, device: str, batch: int) -> SharedResources:
-    """Like bench voice's: the shape's model on `device`, here with `batch` rows of batched decode
-    (0: each conversation alone) and the static cache either way, so only the batching differs."""
-    overrides: dict[str, Any] = {
-        "engine.max_new_tokens": 900,
-        "engine.max_context": 2048,
-        "engine.seed": 0,
-        "engine.backend": "static",
-        "engine.batch_sessions": batch,
-        "router.transcribe": "never",
-    }
-    if shape == "embedded" and device == "cpu":
-        return SharedResources.load(load_config(None, overrides=overrides))
-    from mio_agent.codecs.folders import speech_tokenizer_dir
-    from mio_agent.codecs.speech import SpeechCodec
-    from mio_agent.model.fast_path import prepare_for_config
-    from mio_agent.model.shaped import shaped_model
-    from mio_agent.plugin import PluginManager
-
-    config = load_config(None, overrides={**overrides, "codecs.device": device})
-    lm = shaped_model(shape, device=device)
-    # batch_sessions is read here: the fast path (and its batched cache) is made now, at load
-    prepare_for_config(lm, config.engine)
-    speech = SpeechCodec.from_pretrained(speech_tokenizer_dir(config), device=device)
-    plugins = PluginManager.from_config(config)
-    return SharedResources(config=config, lm=lm, speech=speech, plugins=plugins, embedded=True)
+    """The shape's model on `device` with `batch` rows of batched decode (0: each conversation
+    alone), on the static cache either way, so that only the batching differs."""
+    return shaped_resources(
+        shape,
+        device,
+        {"engine.backend": "static", "engine.batch_sessions": batch, "router.transcribe": "never"},
+    )
 
 
 @dataclass(slots=True)

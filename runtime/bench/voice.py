@@ -23,7 +23,7 @@ from mio_agent.runtime.audio.loopback import EchoRoom
 from mio_agent.runtime.voice.resources import SharedResources
 from mio_agent.runtime.voice.session import Session
 
-__all__ = ["bench_voice", "bench_voice_cli"]
+__all__ = ["bench_voice", "bench_voice_cli", "shaped_resources"]
 
 USER_LINES = (
     "hello there, could you tell me what the weather will be like later today",
@@ -175,10 +175,13 @@ async def _memory(shared: SharedResources, turns: int) -> dict[str, Any]:
     }
 
 
-def _resources(shape: str, device: str) -> SharedResources:
+def shaped_resources(shape: str, device: str, extra: dict[str, Any] | None = None) -> SharedResources:
     """The embedded model (default), or a model of another shape built on `device` with the
-    embedded codecs and plugins around it (the speech codec on the same device)."""
-    overrides: dict[str, Any] = {"engine.max_new_tokens": 900, "engine.max_context": 2048, "engine.seed": 0}
+    embedded codecs and plugins around it (the speech codec on the same device); `extra` config
+    overrides are read before the model's fast path is made (e.g. engine.batch_sessions)."""
+    overrides: dict[str, Any] = {
+        "engine.max_new_tokens": 900, "engine.max_context": 2048, "engine.seed": 0, **(extra or {})
+    }  # fmt: skip
     if shape == "embedded" and device == "cpu":
         return SharedResources.load(load_config(None, overrides=overrides))
     from mio_agent.codecs.folders import speech_tokenizer_dir
@@ -200,7 +203,7 @@ async def bench_voice(*, quick: bool = False, shape: str = "embedded", device: s
     """All four measurements on the embedded model; one flat dict of figures. With another shape
     or device (e.g. mio-7b on cuda) only the latency split and barge-in are measured: the memory
     and echo figures do not depend on the model's size."""
-    shared = _resources(shape, device)
+    shared = shaped_resources(shape, device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         voice = [_speech(t, folder) for t in USER_LINES]
