@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 from mio_agent.exceptions import StoreError
@@ -60,9 +61,40 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
     """A connection to the database at `path` in WAL mode with FULL sync; the writer's also checks
-    (or creates) the schema, a reader's is query-only. StoreError when it is not a usable store."""
+    (or creates) the schema, a reader's is query-only. StoreError when it is not a usable store.
+
+    Opening is retried while the database is busy, for up to `BUSY_TIMEOUT_S`: SQLite answers some
+    lock conflicts at once instead of through its busy timeout (many session logs opening one new
+    file together, e.g. while its journal mode or schema is being set up by another)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            return _connect_once(path, writer=writer)
+        except _Busy as busy:
+            if time.monotonic() + delay > deadline:
+                raise StoreError(
+                    f"{path} is not a usable session store ({busy.error}); move it away or choose another "
+                    "session dir"
+                ) from None
+            time.sleep(delay)  # on a worker thread: opening a store never runs on the event loop
+            delay = min(delay * 2, 0.5)
+
+
+class _Busy(Exception):
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _connect_once(path: Path, *, writer: bool) -> sqlite3.Connection:
     try:
         # every session log holds its own connection to the one file: under load a writer may
         # wait for the others' batches (10 s was seen to run out on 2 busy cores)
@@ -79,6 +111,13 @@ def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
             check_schema(conn, path)
         else:
             conn.execute("PRAGMA query_only=ON")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if _busy(exc):
+            raise _Busy(exc) from None
+        raise StoreError(
+            f"{path} is not a usable session store ({exc}); move it away or choose another session dir"
+        ) from None
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(
