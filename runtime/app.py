@@ -153,7 +153,8 @@ class VoiceApp:
             self._echo.close()
 
     async def _listen(self, session: Session) -> None:
-        while True:
+        # the stop flag too, not only the cancel: a lost cancellation must not keep the app reading
+        while not self._stop.is_set():
             frame = await self.mic.read()
             if frame is None:
                 break
@@ -173,6 +174,8 @@ class VoiceApp:
                     sample_rate=SAMPLE_RATE,
                 )
             )
+        if self._stop.is_set():
+            return
         # a file microphone ended: let the last reply finish playing, then stop
         await session.idle()
         # a simulated room advances its clock only while its microphone is read: never wait forever

@@ -20,6 +20,8 @@ __all__ = ["BufferedSink", "PlaybackBuffer"]
 # how many replies' played counts are remembered
 _TURNS_KEPT = 256
 _POLL_S = 0.01
+DRAIN_STALL_S = 3.0
+"""`drain` gives up when no audio left the buffer for this long: a device that stopped taking it."""
 
 
 @dataclass(slots=True)
@@ -230,8 +232,20 @@ class BufferedSink:
         if self._current is not None:
             self.end_turn(self._current)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._buffer.buffered > 0:
-            if deadline is not None and time.monotonic() >= deadline:
+        left, moved_at = self._buffer.buffered, time.monotonic()
+        while left > 0:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            # nothing takes audio from the buffer any more (the device stopped, or its stream broke
+            # and PortAudio stopped calling back): it would never drain
+            if not self.playing_out() or now - moved_at > DRAIN_STALL_S:
                 return False
             await asyncio.sleep(_POLL_S)
+            if self._buffer.buffered != left:
+                left, moved_at = self._buffer.buffered, time.monotonic()
+        return True
+
+    def playing_out(self) -> bool:
+        """Whether something still takes audio from the buffer (a device whose stream is running)."""
         return True

@@ -187,7 +187,10 @@ class MicrophoneSource(FrameSourceBase):
         if self._closed and self._queue.empty():
             return None
         try:
-            frame = await asyncio.wait_for(self._queue.get(), self.stall_timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation that
+            # arrives as a frame does, and a reader cancelled at shutdown would then read on forever
+            async with asyncio.timeout(self.stall_timeout_s):
+                frame = await self._queue.get()
         except TimeoutError:
             name = self.device.describe() if self.device else "the microphone"
             raise DeviceError(
@@ -313,6 +316,17 @@ class SpeakerSink(BufferedSink):
         if self.channels > 1:
             pcm = np.repeat(pcm, self.channels)
         return pcm.tobytes(), _PA_CONTINUE
+
+    def playing_out(self) -> bool:
+        """False once the stream stopped (e.g. PortAudio gave up on the device after an error): then
+        `drain` returns at once instead of waiting for audio that will never be taken."""
+        stream = self._stream
+        if stream is None:
+            return True  # opened on the first `play`
+        try:
+            return bool(stream.is_active())
+        except OSError:
+            return False
 
     async def close(self) -> None:
         """Stop at once (call `drain` first to let queued audio finish)."""
