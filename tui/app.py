@@ -12,6 +12,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Input
 
@@ -174,7 +175,10 @@ class MioApp(App[str | None]):
 
     # -- events from the runtime --------------------------------------------------------------
     def _add(self, widget: Widget) -> None:
-        conv = self.query_one("#conversation", VerticalScroll)
+        try:
+            conv = self.query_one("#conversation", VerticalScroll)
+        except NoMatches:
+            return  # the app is closing: an event that arrives now has no view left to go to
         conv.mount(widget)
         conv.scroll_end(animate=False)
 
